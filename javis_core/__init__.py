@@ -1,0 +1,1 @@
+"""JavisDiT++ joint audio-video generation on diffusers."""
