@@ -1,0 +1,21 @@
+"""Small shared helpers."""
+
+from __future__ import annotations
+
+import torch
+
+DTYPES = {
+    "fp32": torch.float32, "float32": torch.float32,
+    "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+    "fp16": torch.float16, "float16": torch.float16,
+}  # fmt: skip
+
+
+def parse_dtype(name: str | torch.dtype) -> torch.dtype:
+    """``"bf16"`` -> torch.bfloat16; a ValueError names the allowed values."""
+    if isinstance(name, torch.dtype):
+        return name
+    try:
+        return DTYPES[name.lower()]
+    except KeyError:
+        raise ValueError(f"dtype must be one of fp32, bf16, fp16 (got {name!r})") from None
