@@ -252,14 +252,14 @@ class JavisDiTTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, Cach
     def activation_dtype(self) -> torch.dtype:
         return self.blocks[0].attn1.to_q.weight.dtype
 
-    def _embed_time(self, timestep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    def _embed_time(self, timestep: torch.Tensor, with_audio: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         # Official quirk (spec 1.6, 11.2): t is rounded to the model dtype before the float64 sinusoid.
         sinusoid = timestep_sinusoid(timestep.to(self.activation_dtype), self.config.freq_dim)
         embedder = self.condition_embedder.time_embedder
         temb = _linear_fp32(embedder.linear_2, F.silu(_linear_fp32(embedder.linear_1, sinusoid)))
         timestep_proj = _linear_fp32(self.condition_embedder.time_proj, F.silu(temb)).unflatten(1, (6, -1))
         audio_proj = None
-        if self.has_audio:
+        if with_audio:
             audio_proj = _linear_fp32(self.audio_time_proj, F.silu(temb)).unflatten(1, (3, -1))
         return temb, timestep_proj, audio_proj
 
@@ -270,16 +270,14 @@ class JavisDiTTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, Cach
 
     def _check_inputs(self, video: torch.Tensor | None, audio: torch.Tensor | None, num_frames: int | None) -> None:
         mode = self.config.model_type
-        if self.has_video and video is None:
-            raise ValueError(f"model_type {mode!r} needs video latents (hidden_states)")
-        if self.has_audio and audio is None:
-            raise ValueError(f"model_type {mode!r} needs audio latents (audio_hidden_states)")
+        if video is None and audio is None:
+            raise ValueError("pass video latents (hidden_states), audio latents (audio_hidden_states) or both")
         if not self.has_video and video is not None:
             raise ValueError(f"model_type {mode!r} has no video branch: pass hidden_states=None")
         if not self.has_audio and audio is not None:
             raise ValueError(f"model_type {mode!r} has no audio branch: pass audio_hidden_states=None")
-        if mode == "t2a" and num_frames is None:
-            raise ValueError("model_type 't2a' needs num_frames (the clip's frame count) to place the audio RoPE")
+        if video is None and num_frames is None:
+            raise ValueError("audio-only denoising needs num_frames (the clip's frame count) to place the audio RoPE")
 
     # ------------------------------------------------------------------ forward
     def forward(
@@ -311,12 +309,12 @@ class JavisDiTTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, Cach
 
         tokens, position_ids = [], []
         video_grid = audio_grid = None
-        if self.has_video:
+        if hidden_states is not None:
             video = self.patch_embedding(hidden_states.to(dtype))
             video_grid = video.shape[2:]
             tokens.append(video.flatten(2).transpose(1, 2))
             position_ids.append(video_position_ids(*video_grid))
-        if self.has_audio:
+        if audio_hidden_states is not None:
             audio = self.audio_patch_embedding(audio_hidden_states.to(dtype))
             audio_grid = audio.shape[2:]
             if video_grid is not None:
@@ -327,11 +325,11 @@ class JavisDiTTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, Cach
             position_ids.append(
                 audio_position_ids(*audio_grid, frames, height, width, pe_type=self.config.audio_pe_type)
             )
-        num_video_tokens = tokens[0].shape[1] if self.has_video else 0
+        num_video_tokens = tokens[0].shape[1] if hidden_states is not None else 0
         hidden = torch.cat(tokens, dim=1).contiguous()
         rotary_emb = self.rope(torch.cat(position_ids), device=hidden.device)
 
-        temb, timestep_proj, audio_proj = self._embed_time(timestep)
+        temb, timestep_proj, audio_proj = self._embed_time(timestep, audio_hidden_states is not None)
         context = encoder_hidden_states.to(dtype)
         if encoder_attention_mask is not None:
             context = context * encoder_attention_mask.to(device=context.device, dtype=torch.bool)[..., None]
@@ -345,12 +343,12 @@ class JavisDiTTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, Cach
                 hidden = block(*args)
 
         video_out = audio_out = None
-        if self.has_video:
+        if hidden_states is not None:
             out = self._head(hidden[:, :num_video_tokens], temb, self.scale_shift_table, self.proj_out)
             p_t, p_h, p_w = self.config.patch_size
             out = out.reshape(batch_size, *video_grid, p_t, p_h, p_w, -1).permute(0, 7, 1, 4, 2, 5, 3, 6)
             video_out = out.flatten(6, 7).flatten(4, 5).flatten(2, 3)
-        if self.has_audio:
+        if audio_hidden_states is not None:
             out = self._head(hidden[:, num_video_tokens:], temb, self.audio_scale_shift_table, self.audio_proj_out)
             p_t, p_f = self.config.audio_patch_size
             out = out.reshape(batch_size, *audio_grid, p_t, p_f, -1).permute(0, 5, 1, 3, 2, 4)

@@ -105,11 +105,17 @@ def test_mode_sizes_on_meta():
 
 def test_wrong_inputs_are_named(official_tiny, io):
     model = load_transformer(official_tiny / "tiny_official_weights.safetensors")
-    with pytest.raises(ValueError, match="audio latents"):
-        model(io["in_video"], io["in_t"], io["in_y"])
+    with pytest.raises(ValueError, match="num_frames"):
+        model(None, io["in_t"], io["in_y"], audio_hidden_states=io["in_audio"])
+    with pytest.raises(ValueError, match="no video branch"):
+        load_transformer(official_tiny / "tiny_official_weights.safetensors", model_type="t2a")(
+            io["in_video"], io["in_t"], io["in_y"], audio_hidden_states=io["in_audio"]
+        )
     t2a = load_transformer(official_tiny / "tiny_official_weights.safetensors", model_type="t2a")
     with pytest.raises(ValueError, match="num_frames"):
         t2a(None, io["in_t"], io["in_y"], audio_hidden_states=io["in_audio"])
+    with pytest.raises(ValueError, match="pass video latents"):
+        model(None, io["in_t"], io["in_y"])
 
 
 def test_t2a_mode_uses_virtual_video_length(official_tiny, io):
@@ -121,6 +127,11 @@ def test_t2a_mode_uses_virtual_video_length(official_tiny, io):
     assert out17.sample is None and out17.audio_sample.shape == io["in_audio"].shape
     # A different clip length moves the audio time ids, hence the output.
     assert (out17.audio_sample - out33.audio_sample).abs().max() > 1e-4
+    # The joint model run audio-only behaves exactly like the same weights built as t2a (official audio-only mode).
+    joint = load_transformer(official_tiny / "tiny_official_weights.safetensors")
+    with torch.no_grad():
+        joint_audio = joint(None, io["in_t"], io["in_y"], audio_hidden_states=io["in_audio"], num_frames=17)
+    assert torch.equal(joint_audio.audio_sample, out17.audio_sample) and joint_audio.sample is None
 
 
 def test_gradient_checkpointing_gives_same_gradients(official_tiny, io):
