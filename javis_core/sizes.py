@@ -72,14 +72,3 @@ def check_num_frames(num_frames: int) -> int:
 def video_latent_size(num_frames: int, height: int, width: int) -> tuple[int, int, int]:
     """(T, H, W) of the Wan latent; H and W are rounded up to even sizes (spec 3.1), so 240x426 decodes 240x432."""
     return (num_frames - 1) // 4 + 1, 2 * math.ceil(height / 8 / 2), 2 * math.ceil(width / 8 / 2)
-
-
-def audio_latent_steps(num_frames: int, fps: int = FPS) -> int:
-    """Audio latent length: mel frames int(seconds / 10 ms) rounded up to a multiple of 32, over the VAE's 4x."""
-    mel_frames = int(num_frames / fps / 0.01)
-    return math.ceil(mel_frames / 32) * 32 // 4
-
-
-def audio_samples(num_frames: int, fps: int = FPS, sample_rate: int = SAMPLE_RATE) -> int:
-    """Waveform samples kept after decoding: exactly the clip's duration (65 frames -> 65,000)."""
-    return int(num_frames / fps * sample_rate)
