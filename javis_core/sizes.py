@@ -67,8 +67,3 @@ def check_num_frames(num_frames: int) -> int:
     if not isinstance(num_frames, int) or (num_frames - 1) % 4 or not low <= num_frames <= high:
         raise ValueError(f"num_frames must be 4k+1 between {low} and {high}, e.g. 33, 49, 65, 81 (got {num_frames!r})")
     return num_frames
-
-
-def video_latent_size(num_frames: int, height: int, width: int) -> tuple[int, int, int]:
-    """(T, H, W) of the Wan latent; H and W are rounded up to even sizes (spec 3.1), so 240x426 decodes 240x432."""
-    return (num_frames - 1) // 4 + 1, 2 * math.ceil(height / 8 / 2), 2 * math.ceil(width / 8 / 2)
