@@ -396,7 +396,7 @@ def load_transformer(
         path = path / "transformer"
     layout = detect_layout(path)
     if layout == "diffusers":
-        model = JavisDiTTransformer3DModel.from_pretrained(path, torch_dtype=torch_dtype)
+        model = JavisDiTTransformer3DModel.from_pretrained(path, dtype=torch_dtype)
         if model_type and model_type != model.config.model_type:
             raise CheckpointError(f"{path} holds a {model.config.model_type!r} model, not {model_type!r}")
         return model.eval()

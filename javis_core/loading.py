@@ -86,7 +86,7 @@ def load_pipeline(
     model_path = Path(model)
     if (model_path / "model_index.json").exists():
         dtypes = {"transformer": dtype, "text_encoder": dtype, "default": torch.float32}
-        pipe = JavisDiTPipeline.from_pretrained(model_path, torch_dtype=dtypes)
+        pipe = JavisDiTPipeline.from_pretrained(model_path, dtype=dtypes)
     else:
         if not model_path.exists():
             model_path = resolve_weights(model, JAVISDIT_FILES, "JavisDiT++ weights", "--model")

@@ -19,7 +19,9 @@ def official_shift(height: int, width: int, num_frames: int, scale: float = 1.0)
     bf16 = torch.bfloat16
     h, w, f = (torch.tensor([value], dtype=bf16) for value in (height, width, num_frames))
     ratio_space = (h * w / (512 * 512)).sqrt()
-    frames = torch.ones_like(f) if num_frames == 1 else f // 17 * 5
+    # Official: F // 17 * 5 (1 for a single frame). Below 17 frames that is 0, a degenerate schedule the
+    # official code never meets; we count such short clips as one 17-frame group.
+    frames = torch.ones_like(f) if num_frames == 1 else torch.clamp(f // 17, min=1) * 5
     return float((ratio_space * frames.sqrt() * scale)[0])
 
 

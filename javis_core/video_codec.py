@@ -146,7 +146,7 @@ class VideoCodec(nn.Module):
                 f"diffusion_pytorch_model.safetensors (diffusers layout, e.g. Wan-AI/Wan2.1-T2V-1.3B-Diffusers); "
                 f"for the original {WAN_VAE_FILE} use VideoCodec.from_wan_original"
             )
-        vae = AutoencoderKLWan.from_pretrained(str(vae_dir), torch_dtype=torch_dtype)
+        vae = AutoencoderKLWan.from_pretrained(str(vae_dir), dtype=torch_dtype)
         return cls(vae.to(device) if device is not None else vae)
 
     @classmethod
