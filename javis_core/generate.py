@@ -108,6 +108,8 @@ def run(args: argparse.Namespace) -> list[Path]:
     from accelerate import PartialState
 
     from .loading import load_pipeline
+    from .pipeline import JavisDiTPipeline
+    from .utils import parse_dtype
 
     if args.prompt is not None:
         jobs = [(args.prompt, args.out or Path("clip.mp4"))]
@@ -115,8 +117,12 @@ def run(args: argparse.Namespace) -> list[Path]:
     else:
         out_dir = args.out_dir or Path("samples")
         jobs = [(p, out_dir / f"sample_{i:04d}") for i, p in enumerate(read_prompts(args.prompts))]
-    if args.prompt is not None and not args.prompt.strip():
-        raise ValueError("prompt must be a non-empty string")
+    # Fail fast on bad settings, before minutes of weight loading.
+    for prompt, _ in jobs:
+        JavisDiTPipeline.check_request(prompt, args.mode, args.steps, args.guidance, args.audio_guidance, args.shift)
+    JavisDiTPipeline.resolve_size(args.resolution, args.aspect_ratio, None, None, args.duration, args.num_frames)
+    if args.dtype is not None:
+        parse_dtype(args.dtype)
     suffix = ".wav" if args.mode == "t2a" else ".mp4"
     state = PartialState()
     device = args.device or (str(state.device) if state.num_processes > 1 else default_device())

@@ -94,13 +94,12 @@ class JavisDiTPipeline(DiffusionPipeline):
         return encoder.encode(prompts, max_sequence_length, device=device, dtype=self.transformer.dtype)
 
     # ------------------------------------------------------------------ validation
-    def check_inputs(self, prompt, prompt_embeds, mode, num_inference_steps, guidance_scale, audio_guidance_scale,
-                     shift, output_type, callback_tensor_inputs) -> None:  # fmt: skip
+    @staticmethod
+    def check_request(prompt, mode, num_inference_steps, guidance_scale, audio_guidance_scale, shift,
+                      prompt_embeds=None) -> None:  # fmt: skip
+        """Validate what a user asks for before any weights are needed (the CLI and the app call this first)."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)} (got {mode!r})")
-        config_type = self.transformer.config.model_type
-        if config_type != "t2av" and mode != config_type:
-            raise ValueError(f"mode {mode!r} needs a t2av transformer; the loaded one is {config_type!r}")
         if prompt_embeds is None:
             prompts = [prompt] if isinstance(prompt, str) else prompt
             if not prompts or not all(isinstance(p, str) and p.strip() for p in prompts):
@@ -112,6 +111,14 @@ class JavisDiTPipeline(DiffusionPipeline):
                 raise ValueError(f"{name} must be a number from 0 to 50 (got {value!r})")
         if shift is not None and not (isinstance(shift, (int, float)) and 0 < shift <= 100):
             raise ValueError(f"shift must be a number in (0, 100] (got {shift!r})")
+
+    def check_inputs(self, prompt, prompt_embeds, mode, num_inference_steps, guidance_scale, audio_guidance_scale,
+                     shift, output_type, callback_tensor_inputs) -> None:  # fmt: skip
+        self.check_request(prompt, mode, num_inference_steps, guidance_scale, audio_guidance_scale, shift,
+                           prompt_embeds)  # fmt: skip
+        config_type = self.transformer.config.model_type
+        if config_type != "t2av" and mode != config_type:
+            raise ValueError(f"mode {mode!r} needs a t2av transformer; the loaded one is {config_type!r}")
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {', '.join(OUTPUT_TYPES)} (got {output_type!r})")
         unknown = set(callback_tensor_inputs) - set(self._callback_tensor_inputs)
@@ -257,7 +264,7 @@ class JavisDiTPipeline(DiffusionPipeline):
         video_scheduler = make_scheduler(scheduler) if scheduler else copy.deepcopy(self.scheduler)
         audio_scheduler = copy.deepcopy(video_scheduler)
         for sched in (video_scheduler, audio_scheduler):
-            sched.set_timesteps(sigmas=sigmas, device=device)
+            sched.set_timesteps(sigmas=np.array(sigmas, dtype=np.float32), device=device)
         timesteps = video_scheduler.timesteps
 
         text = torch.cat([prompt_embeds, negative_prompt_embeds]) if do_cfg else prompt_embeds
