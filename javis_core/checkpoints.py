@@ -77,6 +77,15 @@ def weight_files(path: str | Path) -> list[Path]:
     )
 
 
+def _torch_load(file: Path) -> dict:
+    try:
+        return torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError as error:
+        if "mmap" not in str(error) and "zip" not in str(error):
+            raise
+        return torch.load(file, map_location="cpu", weights_only=True)  # legacy (non-zip) files cannot be mmapped
+
+
 def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Path]]:
     """All tensors of a checkpoint and the file each came from. ``.bin``/``.pth`` are memory-mapped."""
     tensors: dict[str, torch.Tensor] = {}
@@ -87,7 +96,7 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, P
                 with safe_open(str(file), framework="pt") as handle:
                     shard = {key: handle.get_tensor(key) for key in handle.keys()}
             else:
-                shard = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+                shard = _torch_load(file)
         except Exception as error:  # torch and safetensors raise several types for corrupt files
             raise CheckpointError(f"cannot read weight file {file}: {error}") from error
         if not isinstance(shard, dict):

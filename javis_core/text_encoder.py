@@ -20,6 +20,8 @@ import torch
 from torch import nn
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, T5Tokenizer, UMT5Config, UMT5EncoderModel
 
+from .checkpoints import read_weights
+
 # Spec section 4, copied exactly; the video-only part (t2v config) ends at "倒着走".
 DEFAULT_NEGATIVE_PROMPT = "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，JPEG压缩残留，丑陋的，残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，形态畸形的肢体，手指融合，静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走，低音质，差音质，最差音质，噪音，失真的，破音，削波失真，数字瑕疵，声音故障，不自然的，刺耳的，尖锐的，底噪，过多混响，过多回声，突兀的剪辑，不自然的淡出，录音质量差，业余录音"
 VIDEO_ONLY_NEGATIVE_PROMPT = DEFAULT_NEGATIVE_PROMPT[: DEFAULT_NEGATIVE_PROMPT.index("倒着走") + len("倒着走")]
@@ -142,20 +144,6 @@ def umt5_config_from_wan_state_dict(sd: dict[str, torch.Tensor]) -> UMT5Config:
     return UMT5Config(**{**UMT5_XXL_CONFIG, **{k: int(v) for k, v in sizes.items()}})
 
 
-def _read_torch_file(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    try:
-        sd = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError:  # legacy (non-zip) torch files cannot be memory-mapped
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(sd, dict):
-        raise ValueError(f"{path} does not hold a state dict")
-    return sd
-
-
 def _load_tokenizer(path: Path) -> PreTrainedTokenizerBase:
     if not path.is_dir() or not any((path / name).exists() for name in TOKENIZER_FILES):
         raise ValueError(f"no tokenizer in {path}: expected {' or '.join(TOKENIZER_FILES)} (+ tokenizer_config.json)")
@@ -259,7 +247,7 @@ class TextEncoder(nn.Module):
         if not weights.exists():
             raise ValueError(f"no Wan umT5 weights in {path}: expected {WAN_T5_FILE} and {WAN_TOKENIZER_DIR}/")
         tokenizer = _load_tokenizer(path / WAN_TOKENIZER_DIR)
-        wan_sd = _read_torch_file(weights)
+        wan_sd = read_weights(weights)[0]
         try:
             config = umt5_config_from_wan_state_dict(wan_sd)
             hf_sd = wan_t5_to_hf_state_dict(wan_sd)

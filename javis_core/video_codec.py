@@ -17,6 +17,8 @@ from diffusers import AutoencoderKLWan
 from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
 from torch import nn
 
+from .checkpoints import read_weights
+
 WAN_VAE_FILE = "Wan2.1_VAE.pth"
 TEMPORAL_STRIDE = 4
 SPATIAL_STRIDE = 8
@@ -166,7 +168,7 @@ class VideoCodec(nn.Module):
         if not file.exists():
             raise ValueError(f"Wan VAE weights not found: expected {WAN_VAE_FILE} (a file, or a dir holding it) "
                              f"at {path}")  # fmt: skip
-        sd = _read_state_dict(file)
+        sd = read_weights(file)[0]
         if "encoder.conv1.weight" not in sd or "conv2.weight" not in sd:
             raise ValueError(f"{file} is not an original Wan VAE state dict (no encoder.conv1 / conv2 weights)")
         sd = convert_wan_vae_to_diffusers(sd)
@@ -195,20 +197,6 @@ def _names(keys: list[str], limit: int = 10) -> str:
         return "none"
     shown = ", ".join(keys[:limit])
     return f"{shown} (+{len(keys) - limit} more)" if len(keys) > limit else shown
-
-
-def _read_state_dict(file: Path) -> dict[str, torch.Tensor]:
-    if file.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(file))
-    try:
-        sd = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError:  # legacy (non-zip) torch files cannot be memory-mapped
-        sd = torch.load(file, map_location="cpu", weights_only=True)
-    if not isinstance(sd, dict):
-        raise ValueError(f"{file} does not hold a state dict")
-    return sd
 
 
 # ---------------------------------------------------------------------------------------------------- tiny
