@@ -21,7 +21,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from transformers import SpeechT5HifiGan, UMT5EncoderModel
 
 from .audio_codec import AudioCodec, audio_latent_shape, num_audio_samples
-from .schedule import make_scheduler, official_shift, official_sigmas
+from .schedule import make_scheduler, official_shift, partial_sigmas
 from .sizes import (
     FPS,
     SAMPLE_RATE,
@@ -127,28 +127,35 @@ class JavisDiTPipeline(DiffusionPipeline):
 
     @staticmethod
     def resolve_size(resolution, aspect_ratio, height, width, duration, num_frames) -> tuple[int, int, int]:
-        """(height, width, num_frames) from the official tables, or explicit values (multiples of 16)."""
+        """(height, width, num_frames) from the official tables, or explicit values (decoded rounded up to 16)."""
         if height is None and width is None:
             height, width = image_size(resolution, aspect_ratio)
         elif height is None or width is None:
             raise ValueError("height and width must be given together")
         else:
             for name, value in (("height", height), ("width", width)):
-                if not isinstance(value, int) or value % 16 or not 16 <= value <= 1280:
-                    raise ValueError(f"{name} must be a multiple of 16 from 16 to 1280 (got {value!r})")
+                if not isinstance(value, int) or not 16 <= value <= 1280:
+                    raise ValueError(f"{name} must be an integer from 16 to 1280 (got {value!r})")
         if num_frames is not None and duration is not None:
             raise ValueError("give either duration or num_frames, not both")
         frames = check_num_frames(num_frames) if num_frames is not None else frames_for_duration(duration or 4)
         return height, width, frames
 
     # ------------------------------------------------------------------ latents
-    def _prepare(self, given, shape, generator, device, name) -> torch.Tensor:
-        """Fresh float32 noise, or the given latents (their length/size may differ from the request's)."""
-        if given is None:
-            return randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
-        if given.ndim != len(shape) or tuple(given.shape[:2]) != tuple(shape[:2]):
+    def _prepare(self, given, shape, generator, device, name, start_sigma: float | None) -> torch.Tensor:
+        """Fresh float32 noise; or the given latents as the starting noise (their length/size may differ from the
+        request's); or, with ``denoise`` < 1 (``start_sigma``), the given clean latents noised to that sigma."""
+        if given is not None and (given.ndim != len(shape) or tuple(given.shape[:2]) != tuple(shape[:2])):
             raise ValueError(f"{name} must have shape {tuple(shape)} for this request (got {tuple(given.shape)})")
-        return given.to(device=device, dtype=torch.float32)
+        if start_sigma is None:
+            if given is None:
+                return randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
+            return given.to(device=device, dtype=torch.float32)
+        if given is None:
+            raise ValueError(f"denoise < 1 refines existing latents: pass {name}")
+        clean = given.to(device=device, dtype=torch.float32)
+        noise = randn_tensor(clean.shape, generator=generator, device=device, dtype=torch.float32)
+        return start_sigma * noise + (1 - start_sigma) * clean
 
     # ------------------------------------------------------------------ decoding
     def decode_video(self, latents: torch.Tensor) -> torch.Tensor:
@@ -181,6 +188,7 @@ class JavisDiTPipeline(DiffusionPipeline):
         audio_guidance_scale: float | None = None,
         shift: float | None = None,
         scheduler: str | None = None,
+        denoise: float = 1.0,
         num_videos_per_prompt: int = 1,
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
@@ -202,12 +210,14 @@ class JavisDiTPipeline(DiffusionPipeline):
             prompt / negative_prompt: text; the negative prompt defaults to the official one (also the
                 unconditional text of classifier-free guidance).
             resolution / aspect_ratio: "240p" | "360p" | "480p" and an official "H:W" ratio ("9:16" is landscape)
-                or "landscape"/"portrait"/"square"; or explicit ``height``/``width`` (multiples of 16).
+                or "landscape"/"portrait"/"square"; or explicit ``height``/``width`` (decoded rounded up to 16).
             duration: 2-5 seconds (33/49/65/81 frames at 16 fps), or ``num_frames`` (4k+1).
             guidance_scale: CFG scale for video (and for audio unless ``audio_guidance_scale`` is given).
             shift: override of the resolution/length timestep shift (default: the official formula).
             scheduler: "euler" (official) or "unipc"; default: the pipeline's scheduler.
-            latents / audio_latents: initial noise (float32) instead of drawing it from ``generator``.
+            latents / audio_latents: initial noise (float32) instead of drawing it from ``generator``; with
+                ``denoise`` < 1 the clean latents to refine (they are noised to the matching sigma first).
+            denoise: fraction of the schedule to run (1 = from pure noise), as ComfyUI's KSampler.
             output_type: "np", "pt" or "latent".
             callback_on_step_end: ``fn(pipe, step, timestep, callback_kwargs) -> dict`` after every step; it may
                 replace tensors named in ``callback_on_step_end_tensor_inputs``. Setting ``pipe._interrupt`` (or
@@ -250,17 +260,20 @@ class JavisDiTPipeline(DiffusionPipeline):
             negative_prompt_attention_mask = repeat(negative_prompt_attention_mask)
             batch *= num_videos_per_prompt
 
-        # 2. Noise: video first, then audio (the official drawing order).
+        # 2. Schedule: the official shifted sigmas, run on a diffusers flow-matching scheduler per modality.
+        sigmas = partial_sigmas(num_inference_steps, shift or official_shift(height, width, num_frames), denoise)
+        start_sigma = sigmas[0] if denoise < 1 else None
+
+        # 3. Noise: video first, then audio (the official drawing order).
         config = self.transformer.config
         video_shape = (batch, *video_latent_shape(num_frames, height, width, config.in_channels))
         audio_shape = (batch, *audio_latent_shape(num_frames))
-        latents = self._prepare(latents, video_shape, generator, device, "latents") if want_video else None
+        latents = self._prepare(latents, video_shape, generator, device, "latents", start_sigma) if want_video else None
         audio_latents = (
-            self._prepare(audio_latents, audio_shape, generator, device, "audio_latents") if want_audio else None
+            self._prepare(audio_latents, audio_shape, generator, device, "audio_latents", start_sigma)
+            if want_audio
+            else None
         )
-
-        # 3. Schedule: the official shifted sigmas on a diffusers flow-matching scheduler, one per modality.
-        sigmas = official_sigmas(num_inference_steps, shift or official_shift(height, width, num_frames))
         video_scheduler = make_scheduler(scheduler) if scheduler else copy.deepcopy(self.scheduler)
         audio_scheduler = copy.deepcopy(video_scheduler)
         for sched in (video_scheduler, audio_scheduler):

@@ -37,6 +37,14 @@ def official_sigmas(num_steps: int, shift: float) -> list[float]:
     return (shifted / 1000).tolist()
 
 
+def partial_sigmas(num_steps: int, shift: float, denoise: float = 1.0) -> list[float]:
+    """The last ``num_steps`` of a ``round(num_steps / denoise)``-step schedule (ComfyUI KSampler's denoise rule)."""
+    if not 0 < denoise <= 1:
+        raise ValueError(f"denoise must be in (0, 1] (got {denoise!r})")
+    total = max(num_steps, round(num_steps / denoise))
+    return official_sigmas(total, shift)[total - num_steps :]
+
+
 def make_scheduler(name: str = "euler"):
     """A diffusers flow-matching scheduler that takes the official sigmas unchanged (its own shift is 1)."""
     if name == "euler":

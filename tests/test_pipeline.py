@@ -115,7 +115,7 @@ def test_callback_and_interruption(pipe):
         (dict(prompt="x", guidance_scale=-1), "guidance_scale must be a number from 0 to 50"),
         (dict(prompt="x", num_frames=34), "num_frames must be 4k\\+1"),
         (dict(prompt="x", mode="t2x"), "mode must be one of t2av, t2a, t2v"),
-        (dict(prompt="x", height=100, width=96), "height must be a multiple of 16"),
+        (dict(prompt="x", height=8, width=96), "height must be an integer from 16 to 1280"),
         (dict(prompt="x", output_type="gif"), "output_type must be one of np, pt, latent"),
     ],
 )
@@ -134,3 +134,23 @@ def test_unreadable_model_dir_is_reported(tmp_path):
     (tmp_path / "model" / "pytorch_model.bin").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="cannot read weight file .*pytorch_model.bin"):
         load_pipeline(tmp_path)
+
+
+def test_denoise_refines_given_latents(pipe):
+    clean = pipe("a bell rings", generator=gen(1), output_type="latent", **SMALL)
+    steps = []
+    partial = pipe("a bell rings", generator=gen(2), output_type="latent", denoise=0.5,
+                   latents=clean.frames, audio_latents=clean.audio,
+                   callback_on_step_end=lambda p, i, t, kw: steps.append(float(t)) or {}, **SMALL)  # fmt: skip
+    full_schedule = []
+    pipe("a bell rings", generator=gen(2), output_type="latent", height=64, width=96, num_frames=9,
+         num_inference_steps=4, callback_on_step_end=lambda p, i, t, kw: full_schedule.append(float(t)) or {})  # fmt: skip
+    assert steps == full_schedule[2:]  # the last 2 steps of a 4-step schedule
+    assert partial.frames.shape == clean.frames.shape
+    # Starting half-way from the clean latents stays closer to them than a fresh sample does.
+    fresh = pipe("a bell rings", generator=gen(2), output_type="latent", **SMALL)
+    assert (partial.frames - clean.frames).norm() < (fresh.frames - clean.frames).norm()
+    with pytest.raises(ValueError, match="denoise < 1 refines existing latents: pass latents"):
+        pipe("a bell rings", denoise=0.5, **SMALL)
+    with pytest.raises(ValueError, match="denoise must be in"):
+        pipe("a bell rings", denoise=1.5, **SMALL)
