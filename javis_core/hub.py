@@ -42,6 +42,6 @@ def resolve_weights(name_or_path: str | os.PathLike, allow_patterns: list[str], 
         raise WeightsNotFoundError(
             f"{what}: could not download '{repo}' ({type(error).__name__}: {reason}).\n"
             f"On a machine with internet run:  hf download {repo} "
-            f"{' '.join(f'--include {p!r}' for p in allow_patterns)} --local-dir <DIR>\n"
-            f"then pass that directory with {flag} <DIR>."
+            f"{' '.join(f'--include {p!r}' for p in allow_patterns)} --local-dir /path/to/dir\n"
+            f"then pass that directory with {flag} /path/to/dir."
         ) from error
