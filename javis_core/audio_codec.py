@@ -289,6 +289,10 @@ def tiny_audio_codec_components(seed: int = 0) -> tuple[AutoencoderKL, SpeechT5H
         normalize_before=False,
     )
     vocoder = SpeechT5HifiGan(config)
+    with torch.no_grad():  # the default init shrinks the signal to ~1e-9 through the stack: make it audible
+        for module in vocoder.modules():
+            if isinstance(module, (torch.nn.Conv1d, torch.nn.ConvTranspose1d)):
+                torch.nn.init.kaiming_uniform_(module.weight, a=0.1)
     return vae.eval(), vocoder.eval()
 
 

@@ -32,6 +32,7 @@ def test_t2av_shapes_and_ranges(pipe):
     assert out.frames.shape == (1, 9, 64, 96, 3)
     assert 0 <= out.frames.min() and out.frames.max() <= 1
     assert out.audio.shape == (1, 9000)  # 9 frames at 16 fps = 0.5625 s at 16 kHz
+    assert out.audio.std() > 1e-3  # audible (random) sound, not digital silence
     assert out.sample_rate == 16000 and out.fps == 16
 
 
