@@ -32,13 +32,13 @@ from javis_core.app_support import (
     Studio,
     StudioError,
     aspect_choices,
-    best_device,
     estimate_gpu_seconds,
     video_thumbnail,
 )
 from javis_core.hub import AUDIOLDM2_REPO, JAVISDIT_REPO, WAN_REPO
 from javis_core.sizes import DURATIONS, RESOLUTIONS
 from javis_core.text_encoder import DEFAULT_NEGATIVE_PROMPT
+from javis_core.utils import best_device
 
 try:  # Hugging Face ZeroGPU; a no-op decorator elsewhere, and absent outside Spaces
     import spaces

@@ -32,6 +32,7 @@ from .sizes import (
     image_size,
 )
 from .text_encoder import DEFAULT_NEGATIVE_PROMPT
+from .utils import best_device
 
 logger = logging.getLogger("javis_studio")
 
@@ -197,14 +198,6 @@ class GenerationSettings:
 
 
 # ---------------------------------------------------------------------------------------------- model
-def best_device() -> str:
-    if torch.cuda.is_available():
-        return "cuda"
-    if torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
-
-
 @dataclass(frozen=True)
 class ModelConfig:
     """Where the weights are and how to place them (the app's start-up flags)."""

@@ -81,14 +81,6 @@ def read_prompts(path: Path) -> list[str]:
     return prompts
 
 
-def default_device() -> str:
-    if torch.cuda.is_available():
-        return "cuda"
-    if torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
-
-
 def save_result(result, index: int, stem: Path, mode: str, wav: bool) -> list[Path]:
     from .media import write_video, write_wav
 
@@ -109,7 +101,7 @@ def run(args: argparse.Namespace) -> list[Path]:
 
     from .loading import load_pipeline
     from .pipeline import JavisDiTPipeline
-    from .utils import parse_dtype
+    from .utils import best_device, parse_dtype
 
     if args.prompt is not None:
         jobs = [(args.prompt, args.out or Path("clip.mp4"))]
@@ -125,7 +117,7 @@ def run(args: argparse.Namespace) -> list[Path]:
         parse_dtype(args.dtype)
     suffix = ".wav" if args.mode == "t2a" else ".mp4"
     state = PartialState()
-    device = args.device or (str(state.device) if state.num_processes > 1 else default_device())
+    device = args.device or (str(state.device) if state.num_processes > 1 else best_device())
     pipe = load_pipeline(
         model=args.model, wan=args.wan, audioldm2=args.audioldm2, device=device, torch_dtype=args.dtype,
         offload=args.offload, vae_tiling=args.vae_tiling,

@@ -48,6 +48,15 @@ class JavisDiTPipelineOutput(BaseOutput):
     fps: int = FPS
 
 
+def _guided(velocity: torch.Tensor, scale: float, do_cfg: bool) -> torch.Tensor:
+    """Classifier-free guidance on a [cond; uncond] batch: v_u + s (v_c - v_u) (spec 5)."""
+    velocity = velocity.float()
+    if not do_cfg:
+        return velocity
+    cond, uncond = velocity.chunk(2)
+    return uncond + scale * (cond - uncond)
+
+
 class JavisDiTPipeline(DiffusionPipeline):
     model_cpu_offload_seq = "text_encoder->transformer->vae->audio_vae->vocoder"
     _optional_components = ["text_encoder", "tokenizer", "vae", "audio_vae", "vocoder"]
@@ -302,16 +311,10 @@ class JavisDiTPipeline(DiffusionPipeline):
                     num_frames=num_frames,
                 )
                 if want_video:
-                    velocity = out.sample.float()
-                    if do_cfg:
-                        cond, uncond = velocity.chunk(2)
-                        velocity = uncond + guidance_scale * (cond - uncond)
+                    velocity = _guided(out.sample, guidance_scale, do_cfg)
                     latents = video_scheduler.step(velocity, t, latents, return_dict=False)[0]
                 if want_audio:
-                    velocity = out.audio_sample.float()
-                    if do_cfg:
-                        cond, uncond = velocity.chunk(2)
-                        velocity = uncond + audio_guidance_scale * (cond - uncond)
+                    velocity = _guided(out.audio_sample, audio_guidance_scale, do_cfg)
                     audio_latents = audio_scheduler.step(velocity, t, audio_latents, return_dict=False)[0]
 
                 if callback_on_step_end is not None:
