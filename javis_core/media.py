@@ -31,7 +31,7 @@ def to_uint8_frames(video: torch.Tensor) -> torch.Tensor:
 
 
 def _frames_to_uint8_thwc(frames: ArrayLike) -> np.ndarray:
-    """Accept uint8 or float frames as (T, H, W, 3) or (3, T, H, W); floats are in [-1, 1]."""
+    """Accept uint8 or float frames as (T, H, W, 3) or (3, T, H, W); floats are in [0, 1] (pipeline output)."""
     t = torch.as_tensor(frames).detach().cpu()
     if t.dim() != 4:
         raise ValueError(f"frames must be 4-D (T, H, W, 3) or (3, T, H, W), got {tuple(t.shape)}")
@@ -44,10 +44,11 @@ def _frames_to_uint8_thwc(frames: ArrayLike) -> np.ndarray:
     if t.dtype == torch.uint8:
         return (t if layout == "thwc" else t.movedim(0, -1)).contiguous().numpy()
     if not t.is_floating_point():
-        raise ValueError(f"frames must be uint8 or float in [-1, 1], got dtype {t.dtype}")
-    if layout == "thwc":
-        t = t.movedim(-1, 0)
-    return to_uint8_frames(t).numpy()
+        raise ValueError(f"frames must be uint8 or float in [0, 1], got dtype {t.dtype}")
+    if layout == "cthw":
+        t = t.movedim(0, -1)
+    # x = (v + 1) / 2 for decoder output v in [-1, 1]: the official saver's (v + 1) / 2 * 255 + 0.5, truncated.
+    return (t.float().clamp(0.0, 1.0) * 255.0 + 0.5).to(torch.uint8).contiguous().numpy()
 
 
 def _pad_to_even(frames: np.ndarray) -> np.ndarray:
@@ -78,7 +79,8 @@ def write_video(
 ) -> str:
     """Write an H.264/yuv420p mp4 (+ stereo AAC from mono ``audio``) playable in browsers.
 
-    ``frames``: uint8 or float in [-1, 1], shaped (T, H, W, 3) or (3, T, H, W) (channel-last wins if both fit).
+    ``frames``: uint8 or float in [0, 1] (as the pipeline returns them), shaped (T, H, W, 3) or (3, T, H, W)
+    (channel-last wins if both fit).
     Odd H/W are padded to even by edge replication. ``audio`` (mono float in [-1, 1]) is zero-padded or trimmed to
     exactly T / fps seconds so both streams have the same duration.
     """

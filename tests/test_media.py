@@ -71,7 +71,7 @@ def test_read_video_round_trip(clip):
 
 def test_float_channel_first_and_odd_size(tmp_path):
     frames = _moving_square(9, 35, 51)
-    as_float = torch.from_numpy(frames).permute(3, 0, 1, 2).float() / 127.5 - 1.0  # (3, T, H, W) in [-1, 1]
+    as_float = torch.from_numpy(frames).permute(3, 0, 1, 2).float() / 255.0  # (3, T, H, W) in [0, 1]
     path = write_video(tmp_path / "odd.mp4", as_float, fps=FPS)
     info = probe(path)
     assert (info["height"], info["width"]) == (36, 52) and info["num_frames"] == 9

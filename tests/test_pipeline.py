@@ -155,3 +155,19 @@ def test_denoise_refines_given_latents(pipe):
         pipe("a bell rings", denoise=0.5, **SMALL)
     with pytest.raises(ValueError, match="denoise must be in"):
         pipe("a bell rings", denoise=1.5, **SMALL)
+
+
+def test_written_mp4_keeps_the_pipeline_colours(pipe, tmp_path):
+    from javis_core.media import read_video, write_video
+
+    out = pipe("a lighthouse blinks", generator=gen(), **SMALL)
+    path = write_video(tmp_path / "clip.mp4", out.frames[0], fps=out.fps, audio=out.audio[0])
+    frames, audio, fps = read_video(path)
+    expected = out.frames[0] * 255
+    assert frames.shape == expected.shape and fps == 16
+    assert abs(frames.mean() - expected.mean()) < 2  # same brightness: [0, 1] floats map to 0..255
+    # yuv420p halves chroma resolution: compare 4x4 block averages of the random texture.
+    def blocks(x):
+        return torch.nn.functional.avg_pool2d(torch.as_tensor(x, dtype=torch.float32).permute(0, 3, 1, 2), 4)
+
+    assert (blocks(frames) - blocks(expected)).abs().mean() < 6
