@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from javis_core.audio_codec import AudioCodec  # noqa: E402
 from javis_core.loading import load_audioldm2_components, load_wan_components  # noqa: E402
+from javis_core.hub import resolve_weights  # noqa: E402
 from javis_core.text_encoder import DEFAULT_NEGATIVE_PROMPT  # noqa: E402
 from javis_core.training import cache as cache_lib  # noqa: E402
 from javis_core.training.data import (  # noqa: E402
@@ -65,6 +66,7 @@ from javis_core.utils import parse_dtype  # noqa: E402
 
 logger = logging.getLogger("javis_train")
 DATA_KINDS = {1: "audio", 2: "av", 3: "dpo"}
+PRETRAINED_FILES = ["config.json", "diffusion_pytorch_model*", "transformer/*"]  # Wan2.1 original or diffusers
 TRAINABLE_FILE = "trainable.safetensors"
 
 DEFAULTS: dict = {
@@ -367,7 +369,10 @@ def main(argv: list[str] | None = None) -> int:
     device = accelerator.device
 
     # --- model
-    model = build_stage_model(stage, model_cfg["pretrained"], model_cfg["audio_weights"], model_cfg["adapter"],
+    pretrained = model_cfg["pretrained"]
+    if pretrained and not Path(pretrained).exists():  # a hub id: fetch only the DiT weights
+        pretrained = resolve_weights(pretrained, PRETRAINED_FILES, "Wan2.1 DiT weights", "model.pretrained=")
+    model = build_stage_model(stage, pretrained, model_cfg["audio_weights"], model_cfg["adapter"],
                               model_cfg["lora"])  # fmt: skip
     frozen_dtype = parse_dtype(model_cfg["frozen_dtype"])
     for param in model.parameters():
@@ -503,5 +508,16 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def cli() -> int:
+    """``main`` with user errors (missing weights or files, bad manifests or settings) as one line, exit code 2."""
+    from javis_core.hub import WeightsNotFoundError
+
+    try:
+        return main()
+    except (WeightsNotFoundError, ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())
