@@ -250,3 +250,11 @@ def test_accelerate_configs_are_valid(name, kind):
 
     config = load_config_from_file(str(REPO / "training" / "accelerate" / f"{name}.yaml"))
     assert config.distributed_type.name == kind and config.mixed_precision == "bf16"
+
+
+def test_pre_extracted_cache_trains_like_the_videos(world, stage1):
+    cache = world / "cache_av"
+    out = run_stage(world, 2, "cached", "av.csv", "train.max_steps=3", f"data.cache_dir={cache}")
+    assert any(cache.iterdir()) and len(losses(out)) == 3
+    again = run_stage(world, 2, "cached_again", "av.csv", "train.max_steps=3", f"data.cache_dir={cache}")
+    assert losses(again) == pytest.approx(losses(out), abs=1e-6)  # the second run reads the same cache
