@@ -35,7 +35,7 @@ from javis_core.app_support import (
     estimate_gpu_seconds,
     video_thumbnail,
 )
-from javis_core.hub import AUDIOLDM2_REPO, JAVISDIT_REPO, WAN_REPO
+from javis_core.hub import add_loading_arguments
 from javis_core.sizes import DURATIONS, RESOLUTIONS
 from javis_core.text_encoder import DEFAULT_NEGATIVE_PROMPT
 from javis_core.utils import best_device
@@ -221,13 +221,7 @@ def _caption(settings: dict) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python app.py", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=JAVISDIT_REPO, help="JavisDiT++ release dir/hub id, or a pipeline dir")
-    parser.add_argument("--wan", default=WAN_REPO, help="Wan2.1 dir/hub id (text encoder, tokenizer, video VAE)")
-    parser.add_argument("--audioldm2", default=AUDIOLDM2_REPO, help="AudioLDM2 dir/hub id (audio VAE, vocoder)")
-    parser.add_argument("--device", default=None, help="cuda, cuda:1, mps or cpu (default: best available)")
-    parser.add_argument("--dtype", default=None, help="bf16, fp16 or fp32 (default: bf16 on GPU, fp32 on CPU)")
-    parser.add_argument("--offload", action="store_true", help="model CPU offload (less GPU memory)")
-    parser.add_argument("--vae-tiling", action="store_true", help="decode video in tiles (less memory)")
+    add_loading_arguments(parser)
     parser.add_argument("--preload", action="store_true", help="load the pipeline at start-up (always on Spaces)")
     parser.add_argument("--output-dir", default=None, help="where results go (default: a temp dir)")
     # None lets Gradio read GRADIO_SERVER_NAME / GRADIO_SERVER_PORT (set on Spaces) before its defaults

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-import numpy as np
 import torch
 from diffusers import AutoencoderKL
 from transformers import SpeechT5HifiGan

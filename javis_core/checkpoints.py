@@ -23,7 +23,7 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
-from .official_keys import OFFICIAL_LORA_TARGETS, official_module_to_diffusers, official_to_diffusers_key
+from .official_keys import official_module_to_diffusers, official_to_diffusers_key
 from .transformer import JavisDiTTransformer3DModel
 
 WEIGHT_INDEX_FILES = (

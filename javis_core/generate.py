@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from .hub import AUDIOLDM2_REPO, JAVISDIT_REPO, WAN_REPO
+from .hub import add_loading_arguments
 from .sizes import ASPECT_PRESETS, ASPECT_RATIOS, FPS, RESOLUTIONS, SAMPLE_RATE
 
 
@@ -48,13 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     sampling.add_argument("--seed", type=int, default=42)
 
     weights = parser.add_argument_group("weights and device")
-    weights.add_argument("--model", default=JAVISDIT_REPO, help="JavisDiT++ release dir/hub id, or a pipeline dir")
-    weights.add_argument("--wan", default=WAN_REPO, help="Wan2.1 dir/hub id (text encoder, tokenizer, video VAE)")
-    weights.add_argument("--audioldm2", default=AUDIOLDM2_REPO, help="AudioLDM2 dir/hub id (audio VAE, vocoder)")
-    weights.add_argument("--device", default=None, help="cuda, cuda:1, mps or cpu (default: best available)")
-    weights.add_argument("--dtype", default=None, help="bf16, fp16 or fp32 (default: bf16 on GPU, fp32 on CPU)")
-    weights.add_argument("--offload", action="store_true", help="model CPU offload (less GPU memory)")
-    weights.add_argument("--vae-tiling", action="store_true", help="decode video in tiles (less memory)")
+    add_loading_arguments(weights)
 
     output = parser.add_argument_group("output")
     output.add_argument("--out", type=Path, default=None, help="output file for --prompt (default clip.mp4)")

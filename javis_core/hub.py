@@ -45,3 +45,14 @@ def resolve_weights(name_or_path: str | os.PathLike, allow_patterns: list[str], 
             f"{' '.join(f'--include {p!r}' for p in allow_patterns)} --local-dir /path/to/dir\n"
             f"then pass that directory with {flag} /path/to/dir."
         ) from error
+
+
+def add_loading_arguments(parser) -> None:
+    """The weight-location and placement flags shared by the CLI and the app (an argparse parser or group)."""
+    parser.add_argument("--model", default=JAVISDIT_REPO, help="JavisDiT++ release dir/hub id, or a pipeline dir")
+    parser.add_argument("--wan", default=WAN_REPO, help="Wan2.1 dir/hub id (text encoder, tokenizer, video VAE)")
+    parser.add_argument("--audioldm2", default=AUDIOLDM2_REPO, help="AudioLDM2 dir/hub id (audio VAE, vocoder)")
+    parser.add_argument("--device", default=None, help="cuda, cuda:1, mps or cpu (default: best available)")
+    parser.add_argument("--dtype", default=None, help="bf16, fp16 or fp32 (default: bf16 on GPU, fp32 on CPU)")
+    parser.add_argument("--offload", action="store_true", help="model CPU offload (less GPU memory)")
+    parser.add_argument("--vae-tiling", action="store_true", help="decode video in tiles (less memory)")

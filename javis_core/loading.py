@@ -52,7 +52,7 @@ def load_wan_components(wan: str | Path, torch_dtype: torch.dtype) -> tuple[Text
     local = Path(wan)
     diffusers_layout = (local / "text_encoder").is_dir()
     if not local.exists():
-        local = resolve_weights(wan, WAN_FILES, "Wan2.1 text encoder and video VAE", "--wan")
+        local = resolve_weights(wan, WAN_FILES + WAN_DIFFUSERS_FILES, "Wan2.1 text encoder and video VAE", "--wan")
         diffusers_layout = (local / "text_encoder").is_dir()
     if diffusers_layout:
         _require(local, ["text_encoder", "tokenizer", "vae"], "Wan2.1 (diffusers layout)", "--wan")

@@ -213,7 +213,6 @@ class JavisDiTTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, Cach
         """Initialisation of spec 1.8 (relevant when training new parameters from scratch)."""
         if next(self.parameters()).device.type == "meta":
             return
-        dim = self.config.num_attention_heads * self.config.attention_head_dim
         for module in self.modules():
             if isinstance(module, nn.Linear):
                 nn.init.xavier_uniform_(module.weight)
