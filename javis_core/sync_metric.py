@@ -1,0 +1,127 @@
+"""Audio-visual synchrony without downloaded models: audio onsets against visual events.
+
+    python -m javis_core.sync_metric clip.mp4 [--json]
+
+Audio onsets are peaks of the positive log-energy flux in 10 ms frames; visual events are peaks of the rise of
+motion energy (mean absolute frame difference), i.e. moments where something starts to change. Each audio onset is matched to the
+nearest visual event: the mean signed and absolute offsets (ms) say how far the sound is from the picture, and an
+AV-Align style score (Yariv et al.) counts the onsets and events that have a partner within one video frame,
+2 * matched / (onsets + events), in [0, 1].
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+HOP_S = 0.01
+
+
+@dataclass
+class SyncReport:
+    audio_onsets_s: list[float]
+    visual_events_s: list[float]
+    mean_offset_ms: float | None  # audio minus picture: positive = sound late
+    mean_abs_offset_ms: float | None
+    av_align: float
+
+
+def _peaks(curve: np.ndarray, threshold: float, min_gap: int) -> list[int]:
+    """Local maxima above ``threshold``, at least ``min_gap`` samples apart (the larger one wins)."""
+    candidates = [i for i in range(len(curve)) if curve[i] > threshold
+                  and curve[i] >= curve[max(i - 1, 0)] and curve[i] >= curve[min(i + 1, len(curve) - 1)]]  # fmt: skip
+    chosen: list[int] = []
+    for index in sorted(candidates, key=lambda i: -curve[i]):
+        if all(abs(index - other) >= min_gap for other in chosen):
+            chosen.append(index)
+    return sorted(chosen)
+
+
+def audio_onsets(waveform: np.ndarray, sample_rate: int, min_gap_s: float = 0.2, sensitivity: float = 3.0) -> list[float]:
+    """Onset times (s): where the 10 ms log-energy rises sharply (flux above median + sensitivity x MAD, and at
+    least a 4.5x energy jump so that noise flicker does not count)."""
+    hop = int(round(sample_rate * HOP_S))
+    frames = len(waveform) // hop
+    if frames < 3:
+        return []
+    energy = np.square(waveform[: frames * hop].reshape(frames, hop)).mean(axis=1)
+    flux = np.maximum(np.diff(np.log(energy + 1e-8), prepend=np.log(energy[0] + 1e-8)), 0)
+    median = np.median(flux)
+    spread = np.median(np.abs(flux - median)) + 1e-3
+    threshold = max(median + sensitivity * spread, 1.5)
+    return [i * HOP_S for i in _peaks(flux, threshold, int(min_gap_s / HOP_S))]
+
+
+def visual_events(frames: np.ndarray, fps: float, min_gap_s: float = 0.25, sensitivity: float = 3.0) -> list[float]:
+    """Event times (s) of a (T, H, W, 3) uint8 clip: where motion energy rises sharply (flashes, cuts, hits).
+
+    Within ``min_gap_s`` only the strongest (first, on ties) counts, so a light's switching off shortly after it
+    came on is not a second event."""
+    if len(frames) < 3:
+        return []
+    video = frames.astype(np.float32) / 255.0
+    difference = np.abs(np.diff(video, axis=0)).mean(axis=(1, 2, 3))  # change between frame t-1 and t
+    motion = np.concatenate([[0.0], difference])
+    curve = np.maximum(np.diff(motion, prepend=0.0), 0.0)  # rising motion energy: something starts to change
+    median = np.median(curve)
+    spread = np.median(np.abs(curve - median)) + 1e-4
+    return [i / fps for i in _peaks(curve, median + sensitivity * spread, max(1, int(round(min_gap_s * fps))))]
+
+
+def compare(onsets: list[float], events: list[float], fps: float) -> SyncReport:
+    """Offsets of each onset to its nearest event, and the share of both with a partner within one frame."""
+    tolerance = 1.0 / fps + 1e-9
+    offsets = [min((onset - event for event in events), key=abs) for onset in onsets] if events else []
+    matched_onsets = sum(1 for offset in offsets if abs(offset) <= tolerance)
+    matched_events = sum(1 for event in events if any(abs(onset - event) <= tolerance for onset in onsets))
+    total = len(onsets) + len(events)
+    return SyncReport(
+        audio_onsets_s=[round(t, 3) for t in onsets],
+        visual_events_s=[round(t, 3) for t in events],
+        mean_offset_ms=float(np.mean(offsets) * 1000) if offsets else None,
+        mean_abs_offset_ms=float(np.mean(np.abs(offsets)) * 1000) if offsets else None,
+        av_align=(matched_onsets + matched_events) / total if total else 0.0,
+    )
+
+
+def measure(frames: np.ndarray, fps: float, waveform: np.ndarray, sample_rate: int) -> SyncReport:
+    return compare(audio_onsets(waveform, sample_rate), visual_events(frames, fps), fps)
+
+
+def measure_file(path: str) -> SyncReport:
+    from .media import read_video
+
+    frames, audio, fps = read_video(path)
+    if audio.size == 0:
+        raise ValueError(f"{path} has no audio stream")
+    return measure(frames, fps, audio, 16000)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m javis_core.sync_metric", description=__doc__.splitlines()[0])
+    parser.add_argument("videos", nargs="+", help="mp4 files with sound")
+    parser.add_argument("--json", action="store_true", help="print one JSON object per file")
+    args = parser.parse_args(argv)
+    status = 0
+    for path in args.videos:
+        try:
+            report = measure_file(path)
+        except (ValueError, OSError) as error:
+            print(f"error: {path}: {error}", file=sys.stderr)
+            status = 2
+            continue
+        if args.json:
+            print(json.dumps({"file": path, **asdict(report)}))
+        else:
+            offset = "n/a" if report.mean_offset_ms is None else f"{report.mean_offset_ms:+.0f} ms"
+            print(f"{path}: {len(report.audio_onsets_s)} audio onsets, {len(report.visual_events_s)} visual events, "
+                  f"mean offset {offset}, AV-Align {report.av_align:.2f}")  # fmt: skip
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
