@@ -289,12 +289,15 @@ class JavisDiTPipeline(DiffusionPipeline):
             sched.set_timesteps(sigmas=np.array(sigmas, dtype=np.float32), device=device)
         timesteps = video_scheduler.timesteps
 
-        text = torch.cat([prompt_embeds, negative_prompt_embeds]) if do_cfg else prompt_embeds
-        text_mask = (
-            torch.cat([prompt_attention_mask.to(device), negative_prompt_attention_mask.to(device)])
-            if do_cfg
-            else prompt_attention_mask
-        )
+        if do_cfg and negative_prompt_embeds.shape[1:] != prompt_embeds.shape[1:]:
+            raise ValueError(
+                f"negative_prompt_embeds {tuple(negative_prompt_embeds.shape)} must match prompt_embeds "
+                f"{tuple(prompt_embeds.shape)} except in the batch dimension"
+            )
+        text, text_mask = prompt_embeds.to(device), prompt_attention_mask.to(device)
+        if do_cfg:
+            text = torch.cat([text, negative_prompt_embeds.to(device)])
+            text_mask = torch.cat([text_mask, negative_prompt_attention_mask.to(device)])
         copies = 2 if do_cfg else 1
 
         # 4. Denoising loop.
