@@ -161,15 +161,16 @@ class TextEncoder(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.model.shared.weight.device
+        return self.model.get_input_embeddings().weight.device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.model.shared.weight.dtype
+        return self.model.get_input_embeddings().weight.dtype
 
     @property
     def dim(self) -> int:
-        return self.model.config.d_model
+        """Width of the features (4096 for umT5-xxl); works for any transformers encoder."""
+        return self.model.get_input_embeddings().embedding_dim
 
     def tokenize(self, prompts: str | Sequence[str], max_length: int = TEXT_LEN) -> tuple[torch.Tensor, torch.Tensor]:
         """Cleaned prompts -> (input ids, attention mask), both (B, max_length) long."""
