@@ -2,8 +2,8 @@
 
     python -m javis_core.sync_metric clip.mp4 [--json]
 
-Audio onsets are peaks of the positive log-energy flux in 10 ms frames; visual events are peaks of the rise of
-motion energy (mean absolute frame difference), i.e. moments where something starts to change. Each audio onset is matched to the
+Audio onsets are peaks of the positive log-energy flux in 10 ms frames; visual events are flashes (sharp rises of
+the mean brightness) and impacts (the centre of the moving part of the picture turns back while moving fast). Each audio onset is matched to the
 nearest visual event: the mean signed and absolute offsets (ms) say how far the sound is from the picture, and an
 AV-Align style score (Yariv et al.) counts the onsets and events that have a partner within one video frame,
 2 * matched / (onsets + events), in [0, 1].
@@ -56,20 +56,40 @@ def audio_onsets(waveform: np.ndarray, sample_rate: int, min_gap_s: float = 0.2,
     return [i * HOP_S for i in _peaks(flux, threshold, int(min_gap_s / HOP_S))]
 
 
-def visual_events(frames: np.ndarray, fps: float, min_gap_s: float = 0.25, sensitivity: float = 3.0) -> list[float]:
-    """Event times (s) of a (T, H, W, 3) uint8 clip: where motion energy rises sharply (flashes, cuts, hits).
+def _robust_threshold(curve: np.ndarray, sensitivity: float, floor: float) -> float:
+    median = np.median(curve)
+    return max(median + sensitivity * (np.median(np.abs(curve - median)) + 1e-6), floor)
 
-    Within ``min_gap_s`` only the strongest (first, on ties) counts, so a light's switching off shortly after it
-    came on is not a second event."""
+
+def visual_events(frames: np.ndarray, fps: float, min_gap_s: float = 0.25, sensitivity: float = 3.0) -> list[float]:
+    """Event times (s) of a (T, H, W, 3) uint8 clip: flashes (the mean brightness rises sharply: a light comes on,
+    a drum skin lights up, a cut) and impacts (the centre of what moves turns back while moving fast).
+
+    The moving part is the difference to the clip's median frame; its centre's change of velocity at a reversal,
+    in frame heights per frame, is weighted by how much is moving. Each cue is scaled by its own robust threshold
+    and the peaks of the larger one are kept; within ``min_gap_s`` only the strongest (first, on ties) counts, so a
+    light's switching off shortly after it came on is not a second event."""
     if len(frames) < 3:
         return []
-    video = frames.astype(np.float32) / 255.0
-    difference = np.abs(np.diff(video, axis=0)).mean(axis=(1, 2, 3))  # change between frame t-1 and t
-    motion = np.concatenate([[0.0], difference])
-    curve = np.maximum(np.diff(motion, prepend=0.0), 0.0)  # rising motion energy: something starts to change
-    median = np.median(curve)
-    spread = np.median(np.abs(curve - median)) + 1e-4
-    return [i / fps for i in _peaks(curve, median + sensitivity * spread, max(1, int(round(min_gap_s * fps))))]
+    gray = frames.astype(np.float32).mean(axis=3) / 255.0
+    flash = np.maximum(np.diff(gray.mean(axis=(1, 2)), prepend=gray[0].mean()), 0.0)
+
+    moving = np.abs(gray - np.median(gray, axis=0))
+    mass = moving.sum(axis=(1, 2)) + 1e-8
+    rows = np.arange(gray.shape[1]) / gray.shape[1]
+    cols = np.arange(gray.shape[2]) / gray.shape[1]
+    centre = np.stack([(moving.sum(axis=2) * rows).sum(axis=1), (moving.sum(axis=1) * cols).sum(axis=1)], 1) / mass[:, None]
+    velocity = np.diff(centre, axis=0)  # velocity[t - 1]: frame t-1 -> t
+    turn = np.zeros(len(gray))
+    weight = mass / mass.max()
+    for t in range(1, len(gray) - 1):
+        before, after = velocity[t - 1], velocity[t]
+        if float(before @ after) < 0:
+            turn[t] = np.linalg.norm(after - before) * weight[t - 1 : t + 2].min()
+
+    curve = np.maximum(flash / _robust_threshold(flash, sensitivity, 0.003),
+                       turn / _robust_threshold(turn, sensitivity, 0.05))  # fmt: skip
+    return [i / fps for i in _peaks(curve, 1.0, max(1, int(round(min_gap_s * fps))))]
 
 
 def compare(onsets: list[float], events: list[float], fps: float) -> SyncReport:
