@@ -6,6 +6,8 @@
 
 The page starts even without weights or a GPU: the pipeline loads on the first Generate (``--preload`` loads it
 at start-up; on Hugging Face Spaces it always does), and a load failure says what is missing and how to get it.
+When the full weights are not present, the small offline demo model in ``assets/demo_model`` is used (the page says
+so, and a Model switch appears when both exist); ``--model demo`` asks for it, ``--no-demo`` never offers it.
 API: ``gradio_client.Client(URL).predict(prompt, ..., api_name="/generate")`` returns the files and settings.
 """
 
@@ -35,6 +37,7 @@ from javis_core.app_support import (
     estimate_gpu_seconds,
     video_thumbnail,
 )
+from javis_core.demo_model import DEMO_DIR
 from javis_core.hub import add_loading_arguments
 from javis_core.sizes import DURATIONS, RESOLUTIONS
 from javis_core.text_encoder import DEFAULT_NEGATIVE_PROMPT
@@ -100,6 +103,12 @@ def build_demo(studio: Studio) -> gr.Blocks:
 
         generate = spaces.GPU(duration=gpu_seconds)(generate)
 
+    def select_model(choice: str) -> str:
+        try:
+            return studio.models.select(choice)
+        except StudioError as error:
+            raise gr.Error(str(error)) from None
+
     def cancel(request: gr.Request = None) -> None:
         """Stop this session's generation after the current denoising step."""
         if studio.cancel(getattr(request, "session_hash", None) or "default"):
@@ -140,6 +149,10 @@ def build_demo(studio: Studio) -> gr.Blocks:
             "([JavisDiT++](https://huggingface.co/JavisVerse/JavisDiT-v1.0-jav) on Wan2.1-T2V-1.3B)."
         )
         status = gr.Markdown(studio.models.status_markdown(), elem_id="model-status")
+        model_choice = gr.Radio(studio.models.choices, value=studio.models.choice, label="Model", elem_id="model",
+                                visible=len(studio.models.choices) > 1,
+                                info="The demo model runs on a CPU with nothing to download; it knows balls, "
+                                     "lights and drums in red, green, blue and yellow.")  # fmt: skip
         with gr.Row(equal_height=False):
             with gr.Column(scale=5):
                 prompt = gr.Textbox(
@@ -204,6 +217,7 @@ def build_demo(studio: Studio) -> gr.Blocks:
         stop.click(cancel, None, None, api_name="cancel", concurrency_limit=None, cancels=[job])
         gallery.select(show_from_history, history, [video, audio, download, settings], api_visibility="private")
         demo.load(studio.models.status_markdown, None, status, api_visibility="private")
+        model_choice.change(select_model, model_choice, status, api_visibility="private")
         demo.unload(forget_session)
     demo.handlers = {"generate": generate, "cancel": cancel, "remember": remember, "show": show_from_history}
     return demo
@@ -222,6 +236,8 @@ def _caption(settings: dict) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python app.py", description=__doc__.splitlines()[0])
     add_loading_arguments(parser)
+    parser.add_argument("--no-demo", action="store_true",
+                        help="never offer the offline demo model (by default it is used when the full weights are absent)")
     parser.add_argument("--preload", action="store_true", help="load the pipeline at start-up (always on Spaces)")
     parser.add_argument("--output-dir", default=None, help="where results go (default: a temp dir)")
     # None lets Gradio read GRADIO_SERVER_NAME / GRADIO_SERVER_PORT (set on Spaces) before its defaults
@@ -245,7 +261,7 @@ def create_studio(args: argparse.Namespace) -> Studio:
     config = ModelConfig(model=args.model, wan=args.wan, audioldm2=args.audioldm2, device=args.device or best_device(),
                          dtype=args.dtype, offload=args.offload, vae_tiling=args.vae_tiling)  # fmt: skip
     output_root = Path(args.output_dir or tempfile.mkdtemp(prefix="javis-studio-"))
-    studio = Studio(ModelManager(config), output_root)
+    studio = Studio(ModelManager(config, demo_dir=None if args.no_demo else DEMO_DIR), output_root)
     if args.preload or ON_SPACES:
         try:
             studio.models.get()

@@ -169,8 +169,8 @@ class GenerationSettings:
         # the CLI seeds a CPU generator the same way, so its command (cli_command) reproduces this result exactly
         return kwargs | {"generator": torch.Generator("cpu").manual_seed(self.seed)}
 
-    def cli_command(self, model: ModelConfig) -> str:
-        """The ``python -m javis_core.generate`` line that regenerates this result."""
+    def cli_command(self, model: ModelConfig, demo: bool = False) -> str:
+        """The ``python -m javis_core.generate`` line that regenerates this result (``demo``: with the demo model)."""
         args = ["python", "-m", "javis_core.generate", "--prompt", self.prompt, "--mode", self.mode,
                 "--duration", f"{self.duration:g}", "--resolution", self.resolution,
                 "--aspect-ratio", self.aspect_ratio, "--steps", str(self.num_inference_steps),
@@ -181,6 +181,8 @@ class GenerationSettings:
             args += ["--shift", f"{self.shift:g}"]
         if self.negative_prompt is not None:
             args += ["--negative-prompt", self.negative_prompt]
+        if demo:
+            return shlex.join(args + ["--model", "demo", "--out", "clip.wav" if self.mode == "t2a" else "clip.mp4"])
         for flag, value, default in (("--model", model.model, JAVISDIT_REPO), ("--wan", model.wan, WAN_REPO),
                                      ("--audioldm2", model.audioldm2, AUDIOLDM2_REPO)):  # fmt: skip
             if str(value) != default:
@@ -219,12 +221,36 @@ class ModelConfig:
         return str(dtype).removeprefix("torch.")
 
 
-class ModelManager:
-    """Loads the pipeline once, on first use, and remembers why it failed (a later call tries again)."""
+FULL_MODEL, DEMO_MODEL = "JavisDiT++ (full weights)", "Offline demo (small, CPU)"
 
-    def __init__(self, config: ModelConfig, loader: Callable | None = None):
+
+def full_weights_present(config: ModelConfig) -> bool:
+    """The release, Wan2.1 and AudioLDM2 are local dirs or already in the hub cache (nothing to download)."""
+    from .hub import AUDIOLDM2_FILES, JAVISDIT_FILES, WAN_DIFFUSERS_FILES, WAN_FILES, weights_present
+
+    if (Path(config.model) / "model_index.json").exists():
+        return True
+    return (weights_present(config.model, JAVISDIT_FILES) and weights_present(config.wan, WAN_FILES + WAN_DIFFUSERS_FILES)
+            and weights_present(config.audioldm2, AUDIOLDM2_FILES))  # fmt: skip
+
+
+class ModelManager:
+    """Loads the pipeline once, on first use, and remembers why it failed (a later call tries again).
+
+    With ``demo_dir`` (a demo model dir, see ``demo_model.py``) the offline demo model is a second choice: it is
+    the starting one when the full weights are not present, and :meth:`select` switches between the two.
+    """
+
+    def __init__(self, config: ModelConfig, loader: Callable | None = None, demo_dir: str | Path | None = None,
+                 demo_loader: Callable | None = None, full_present: bool | None = None):  # fmt: skip
+        from .demo_model import demo_available
+
         self.config = config
         self._loader = loader
+        self._demo_loader = demo_loader
+        self.demo_dir = Path(demo_dir) if demo_dir is not None and demo_available(demo_dir) else None
+        self.full_present = full_weights_present(config) if full_present is None else full_present
+        self.use_demo = self.demo_dir is not None and not self.full_present
         self._pipe = None
         self._error: str | None = None
         self._lock = threading.Lock()
@@ -232,6 +258,23 @@ class ModelManager:
     @property
     def loaded(self) -> bool:
         return self._pipe is not None
+
+    @property
+    def choices(self) -> list[str]:
+        return [FULL_MODEL, DEMO_MODEL] if self.demo_dir is not None else [FULL_MODEL]
+
+    @property
+    def choice(self) -> str:
+        return DEMO_MODEL if self.use_demo else FULL_MODEL
+
+    def select(self, choice: str) -> str:
+        """Switch between the full and the demo model (the other one is dropped); returns the new status."""
+        if choice not in self.choices:
+            raise StudioError(f"model must be one of {', '.join(self.choices)} (got {choice!r})")
+        with self._lock:
+            if (choice == DEMO_MODEL) != self.use_demo:
+                self.use_demo, self._pipe, self._error = choice == DEMO_MODEL, None, None
+        return self.status_markdown()
 
     def status_markdown(self) -> str:
         c = self.config
@@ -241,6 +284,11 @@ class ModelManager:
             state = "**not loaded**: " + self._error.splitlines()[0]
         else:
             state = "loads on the first Generate"
+        if self.use_demo:
+            note = "" if self.full_present else " The full JavisDiT++ weights were not found, so the demo model is used."
+            return (f"**Model** offline demo (`{self.demo_dir.name}`: a small JavisDiT++ trained on balls, lights and "
+                    f"drums in red, green, blue and yellow; best at 240p landscape, 2 s) · **device** `cpu` · "
+                    f"{state}.{note}")  # fmt: skip
         where = f"{c.device} (CPU offload)" if c.offload else c.device
         return f"**Model** `{c.model}` · **device** `{where}` · **dtype** `{c.dtype_name}` · {state}"
 
@@ -258,11 +306,16 @@ class ModelManager:
                 from .loading import load_pipeline as loader
             started = time.perf_counter()
             try:
-                self._pipe = loader(
-                    model=c.model, wan=c.wan, audioldm2=c.audioldm2, device=c.device, torch_dtype=c.dtype,
-                    offload=c.offload, vae_tiling=c.vae_tiling,
-                )  # fmt: skip
-            except (WeightsNotFoundError, CheckpointError, ValueError, OSError) as error:
+                if self.use_demo:
+                    from .demo_model import load_demo_pipeline
+
+                    self._pipe = (self._demo_loader or load_demo_pipeline)(self.demo_dir)
+                else:
+                    self._pipe = loader(
+                        model=c.model, wan=c.wan, audioldm2=c.audioldm2, device=c.device, torch_dtype=c.dtype,
+                        offload=c.offload, vae_tiling=c.vae_tiling,
+                    )  # fmt: skip
+            except (WeightsNotFoundError, CheckpointError, ValueError, OSError, ImportError) as error:
                 self._error = f"Could not load the model. {error}"
                 raise StudioError(self._error) from error
             except _OUT_OF_MEMORY as error:
@@ -385,11 +438,11 @@ class Studio:
             "width": None if frames_shape is None else int(frames_shape[1]),
             "shift": settings.shift or official_shift(height, width, settings.num_frames),
             "shift_automatic": settings.shift is None,
-            "model": self.models.config.model,
-            "device": self.models.config.device,
-            "dtype": self.models.config.dtype_name,
+            "model": "demo" if self.models.use_demo else self.models.config.model,
+            "device": "cpu" if self.models.use_demo else self.models.config.device,
+            "dtype": "float32" if self.models.use_demo else self.models.config.dtype_name,
             "seconds": round(elapsed, 1),
-            "command": settings.cli_command(self.models.config),
+            "command": settings.cli_command(self.models.config, demo=self.models.use_demo),
         }
         stem.with_suffix(".json").write_text(json.dumps(record, indent=1, ensure_ascii=False), encoding="utf-8")
         return GenerationResult(video=video_path, audio=audio_path, settings=record)

@@ -124,6 +124,11 @@ def pad_or_cut_frames(log_mel: torch.Tensor, num_frames: int) -> torch.Tensor:
     return torch.nn.functional.pad(log_mel, (0, 0, 0, num_frames - t))
 
 
+def _placement(module: torch.nn.Module) -> torch.Tensor:
+    """A tensor of the module giving its device and dtype (a Griffin-Lim vocoder has buffers but no parameters)."""
+    return next(iter([*module.parameters(), *module.buffers()]))
+
+
 class AudioCodec(torch.nn.Module):
     """AudioLDM2 ``vae`` + ``vocoder`` pair with the JavisDiT++ latent conventions (spec 3.2)."""
 
@@ -168,6 +173,8 @@ class AudioCodec(torch.nn.Module):
 
     @property
     def downsample(self) -> int:
+        if "downsample" in self.vae.config:  # the demo's LinearMelVAE says it directly
+            return int(self.vae.config.downsample)
         return 2 ** (len(self.vae.config.block_out_channels) - 1)
 
     @property
@@ -205,7 +212,7 @@ class AudioCodec(torch.nn.Module):
             raise ValueError(f"mel must have shape (B, 1, T_mel, {self.num_mel_bins}), got {tuple(mel.shape)}")
         if mel.shape[2] % self.downsample:
             raise ValueError(f"mel T_mel={mel.shape[2]} must be a multiple of the VAE downsampling {self.downsample}")
-        p = next(self.vae.parameters())
+        p = _placement(self.vae)
         dist = self.vae.encode(mel.to(p.device, p.dtype)).latent_dist
         # training samples the posterior (spec 3.2 step 6 / section 11 item 14), unlike the video VAE
         z = dist.sample(generator=generator) if sample_posterior else dist.mode()
@@ -242,7 +249,7 @@ class AudioCodec(torch.nn.Module):
             )
         if latents.shape[3] != expected_width:
             raise ValueError(f"latents mel width (dim 3) must be {expected_width}, got {latents.shape[3]}")
-        p = next(self.vae.parameters())
+        p = _placement(self.vae)
         return self.vae.decode(latents.to(p.device, p.dtype) / self.scaling_factor).sample
 
     @torch.no_grad()
@@ -250,7 +257,7 @@ class AudioCodec(torch.nn.Module):
         """(B, 1, T, 64) or (B, T, 64) log-mel -> (B, ~T*160) float32 CPU waveform via the vocoder."""
         if mel.dim() == 4:
             mel = mel.squeeze(1)
-        p = next(self.vocoder.parameters())
+        p = _placement(self.vocoder)
         return self.vocoder(mel.to(p.device, p.dtype)).cpu().float()
 
     def decode(self, latents: torch.Tensor, num_samples: int | None = None) -> torch.Tensor:

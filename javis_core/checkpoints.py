@@ -14,6 +14,7 @@ names the keys and the files they came from.
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import re
@@ -378,6 +379,20 @@ def load_wan_diffusers_transformer(
     return build_from_state_dict(state_dict, config, origin, torch_dtype, source=str(path))
 
 
+def _audio_from_video_base(path: Path, config: dict, model_type: str, torch_dtype: torch.dtype | None,
+                           **overrides) -> JavisDiTTransformer3DModel:  # fmt: skip
+    """Our t2v save as a t2a/t2av model whose audio branch starts as a copy of the video branch (spec 1.7)."""
+    init_keys = set(inspect.signature(JavisDiTTransformer3DModel.__init__).parameters) - {"self"}
+    config = {key: value for key, value in config.items() if key in init_keys}
+    config.update(overrides, model_type=model_type)
+    state_dict, origin = read_weights(path)
+    dim = config["num_attention_heads"] * config["attention_head_dim"]
+    state_dict.update(audio_branch_from_video(state_dict, config["num_layers"], dim))
+    state_dict.update(fresh_audio_io_params(config, next(iter(state_dict.values())).dtype))
+    state_dict = _drop_branch(state_dict, model_type)
+    return build_from_state_dict(state_dict, config, origin, torch_dtype, source=str(path))
+
+
 def detect_layout(path: str | Path) -> str:
     """``"diffusers"`` (ours), ``"wan_diffusers"``, or ``"official"`` (release dir / original weight files)."""
     path = Path(path)
@@ -405,7 +420,11 @@ def load_transformer(
         path = path / "transformer"
     layout = detect_layout(path)
     if layout == "diffusers":
-        model = JavisDiTTransformer3DModel.from_pretrained(path, dtype=torch_dtype)
+        config = JavisDiTTransformer3DModel.load_config(path)
+        found_type = config.get("model_type", "t2av")
+        if model_type in ("t2a", "t2av") and found_type == "t2v":  # a video base (e.g. the demo's stage 0)
+            return _audio_from_video_base(path, config, model_type, torch_dtype, **kwargs)
+        model = JavisDiTTransformer3DModel.from_pretrained(path, dtype=torch_dtype, **kwargs)
         if model_type and model_type != model.config.model_type:
             raise CheckpointError(f"{path} holds a {model.config.model_type!r} model, not {model_type!r}")
         return model.eval()

@@ -26,6 +26,17 @@ class WeightsNotFoundError(RuntimeError):
     """Weights could not be found locally nor downloaded; the message tells the user what to do."""
 
 
+def weights_present(name_or_path: str | os.PathLike, allow_patterns: list[str]) -> bool:
+    """Whether weights are here without downloading: an existing local dir, or the hub repo in the local cache."""
+    if Path(name_or_path).expanduser().exists():
+        return True
+    try:
+        snapshot_download(str(name_or_path), allow_patterns=allow_patterns, local_files_only=True)
+    except Exception:  # not cached (or not a repo id at all)
+        return False
+    return True
+
+
 def resolve_weights(name_or_path: str | os.PathLike, allow_patterns: list[str], what: str, flag: str) -> Path:
     """A local dir (returned as is) or a hub repo id (downloaded to the HF cache, only ``allow_patterns``)."""
     path = Path(name_or_path).expanduser()
@@ -49,7 +60,7 @@ def resolve_weights(name_or_path: str | os.PathLike, allow_patterns: list[str], 
 
 def add_loading_arguments(parser) -> None:
     """The weight-location and placement flags shared by the CLI and the app (an argparse parser or group)."""
-    parser.add_argument("--model", default=JAVISDIT_REPO, help="JavisDiT++ release dir/hub id, or a pipeline dir")
+    parser.add_argument("--model", default=JAVISDIT_REPO, help="JavisDiT++ release dir/hub id, a pipeline dir, or 'demo' (the small offline model)")
     parser.add_argument("--wan", default=WAN_REPO, help="Wan2.1 dir/hub id (text encoder, tokenizer, video VAE)")
     parser.add_argument("--audioldm2", default=AUDIOLDM2_REPO, help="AudioLDM2 dir/hub id (audio VAE, vocoder)")
     parser.add_argument("--device", default=None, help="cuda, cuda:1, mps or cpu (default: best available)")

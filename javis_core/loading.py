@@ -1,7 +1,8 @@
 """Assembling a ready-to-run `JavisDiTPipeline` from the published checkpoints or a saved pipeline dir.
 
 Sources (each a hub id or a local directory):
-* ``model``: the JavisDiT++ release (JavisVerse/JavisDiT-v1.0-jav: ``model/`` + ``lora/``), any transformer
+* ``model``: ``demo`` (the offline demo model shipped in ``assets/demo_model``, or any demo model dir; the
+  other two sources are then not needed), the JavisDiT++ release (JavisVerse/JavisDiT-v1.0-jav: ``model/`` + ``lora/``), any transformer
   layout ``load_transformer`` reads, or a complete pipeline dir with ``model_index.json`` (then the other two
   sources are not needed);
 * ``wan``: Wan2.1-T2V-1.3B for the umT5 text encoder, its tokenizer and the video VAE, original layout
@@ -11,6 +12,7 @@ Sources (each a hub id or a local directory):
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -18,6 +20,7 @@ from diffusers import AutoencoderKL
 from transformers import SpeechT5HifiGan
 
 from .checkpoints import load_transformer
+from .demo_codecs import GriffinLimVocoder, LinearMelVAE
 from .hub import (
     AUDIOLDM2_FILES,
     AUDIOLDM2_REPO,
@@ -66,10 +69,20 @@ def load_wan_components(wan: str | Path, torch_dtype: torch.dtype) -> tuple[Text
 
 
 def load_audioldm2_components(audioldm2: str | Path) -> tuple[AutoencoderKL, SpeechT5HifiGan]:
-    """AudioLDM2's mel VAE and HiFi-GAN vocoder (small: kept in fp32)."""
-    local = resolve_weights(audioldm2, AUDIOLDM2_FILES, "AudioLDM2 audio VAE and vocoder", "--audioldm2")
+    """AudioLDM2's mel VAE and HiFi-GAN vocoder (small: kept in fp32); or the demo model's PCA codec and
+    Griffin-Lim vocoder when the saved configs name them."""
+    local = Path(audioldm2)
+    if not local.exists():
+        local = resolve_weights(audioldm2, AUDIOLDM2_FILES, "AudioLDM2 audio VAE and vocoder", "--audioldm2")
     _require(local, ["vae", "vocoder"], "AudioLDM2", "--audioldm2")
-    return AutoencoderKL.from_pretrained(local / "vae"), SpeechT5HifiGan.from_pretrained(local / "vocoder")
+    vae_class = {"LinearMelVAE": LinearMelVAE}.get(_class_name(local / "vae"), AutoencoderKL)
+    vocoder_class = {"GriffinLimVocoder": GriffinLimVocoder}.get(_class_name(local / "vocoder"), SpeechT5HifiGan)
+    return vae_class.from_pretrained(local / "vae"), vocoder_class.from_pretrained(local / "vocoder")
+
+
+def _class_name(directory: Path) -> str | None:
+    config = directory / "config.json"
+    return json.loads(config.read_text()).get("_class_name") if config.exists() else None
 
 
 def load_pipeline(
@@ -82,8 +95,12 @@ def load_pipeline(
     vae_tiling: bool = False,
 ) -> JavisDiTPipeline:
     """A pipeline on ``device`` (or with model CPU offload onto it), transformer and text encoder in ``torch_dtype``."""
+    from .demo_model import DEMO_DIR, DEMO_NAME, demo_available, load_demo_pipeline
+
+    model_path = DEMO_DIR if str(model) == DEMO_NAME else Path(model)
+    if demo_available(model_path):  # the small offline model: fp32, its own text encoder and codecs
+        return load_demo_pipeline(model_path, device)
     dtype = parse_dtype(torch_dtype) if torch_dtype is not None else default_dtype(device)
-    model_path = Path(model)
     if (model_path / "model_index.json").exists():
         dtypes = {"transformer": dtype, "text_encoder": dtype, "default": torch.float32}
         pipe = JavisDiTPipeline.from_pretrained(model_path, dtype=dtypes)

@@ -31,7 +31,7 @@ from .sizes import (
 )
 from .text_encoder import DEFAULT_NEGATIVE_PROMPT, VIDEO_ONLY_NEGATIVE_PROMPT, TextEncoder
 from .transformer import JavisDiTTransformer3DModel
-from .video_codec import VideoCodec, video_latent_shape
+from .video_codec import VideoCodec, spatial_stride_of, video_latent_shape
 
 MODES = ("t2av", "t2a", "t2v")
 OUTPUT_TYPES = ("np", "pt", "latent")
@@ -275,7 +275,8 @@ class JavisDiTPipeline(DiffusionPipeline):
 
         # 3. Noise: video first, then audio (the official drawing order).
         config = self.transformer.config
-        video_shape = (batch, *video_latent_shape(num_frames, height, width, config.in_channels))
+        stride = spatial_stride_of(self.vae)
+        video_shape = (batch, *video_latent_shape(num_frames, height, width, config.in_channels, stride))
         audio_shape = (batch, *audio_latent_shape(num_frames))
         latents = self._prepare(latents, video_shape, generator, device, "latents", start_sigma) if want_video else None
         audio_latents = (

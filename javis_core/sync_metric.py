@@ -41,19 +41,25 @@ def _peaks(curve: np.ndarray, threshold: float, min_gap: int) -> list[int]:
     return sorted(chosen)
 
 
-def audio_onsets(waveform: np.ndarray, sample_rate: int, min_gap_s: float = 0.2, sensitivity: float = 3.0) -> list[float]:
+def audio_onsets(waveform: np.ndarray, sample_rate: int, min_gap_s: float = 0.2, sensitivity: float = 3.0,
+                 min_level_db: float = -20.0) -> list[float]:  # fmt: skip
     """Onset times (s): where the 10 ms log-energy rises sharply (flux above median + sensitivity x MAD, and at
-    least a 4.5x energy jump so that noise flicker does not count)."""
+    least a 4.5x energy jump so that noise flicker does not count) to within ``min_level_db`` of the clip's
+    loudest frame (so that ripples in a decaying sound are not onsets)."""
     hop = int(round(sample_rate * HOP_S))
     frames = len(waveform) // hop
     if frames < 3:
         return []
     energy = np.square(waveform[: frames * hop].reshape(frames, hop)).mean(axis=1)
-    flux = np.maximum(np.diff(np.log(energy + 1e-8), prepend=np.log(energy[0] + 1e-8)), 0)
+    log_energy = np.log(energy + 1e-8)
+    flux = np.maximum(np.diff(log_energy, prepend=log_energy[0]), 0)
     median = np.median(flux)
     spread = np.median(np.abs(flux - median)) + 1e-3
     threshold = max(median + sensitivity * spread, 1.5)
-    return [i * HOP_S for i in _peaks(flux, threshold, int(min_gap_s / HOP_S))]
+    loud = log_energy.max() + min_level_db / 10 * np.log(10)
+    # the level is judged a frame later: an onset's first 10 ms frame may hold only part of the attack
+    level = np.maximum(log_energy, np.concatenate([log_energy[1:], log_energy[-1:]]))
+    return [i * HOP_S for i in _peaks(flux, threshold, int(min_gap_s / HOP_S)) if level[i] >= loud]
 
 
 def _robust_threshold(curve: np.ndarray, sensitivity: float, floor: float) -> float:
@@ -109,7 +115,10 @@ def compare(onsets: list[float], events: list[float], fps: float) -> SyncReport:
 
 
 def measure(frames: np.ndarray, fps: float, waveform: np.ndarray, sample_rate: int) -> SyncReport:
-    return compare(audio_onsets(waveform, sample_rate), visual_events(frames, fps), fps)
+    """Onsets after the last frame (plus half a frame) are left out: the picture cannot show their event."""
+    end = (len(frames) - 0.5) / fps
+    onsets = [t for t in audio_onsets(waveform, sample_rate) if t <= end]
+    return compare(onsets, visual_events(frames, fps), fps)
 
 
 def measure_file(path: str) -> SyncReport:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import AutoTokenizer, PreTrainedTokenizerBase, T5Tokenizer, UMT5Config, UMT5EncoderModel
+from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokenizerBase, T5Tokenizer, UMT5Config, UMT5EncoderModel
 
 from .checkpoints import read_weights
 
@@ -173,7 +173,9 @@ class TextEncoder(nn.Module):
         return self.model.get_input_embeddings().embedding_dim
 
     def tokenize(self, prompts: str | Sequence[str], max_length: int = TEXT_LEN) -> tuple[torch.Tensor, torch.Tensor]:
-        """Cleaned prompts -> (input ids, attention mask), both (B, max_length) long."""
+        """Cleaned prompts -> (input ids, attention mask), both (B, L) long; L = ``max_length``, or the tokenizer's
+        ``model_max_length`` when smaller (the demo model's tokenizer fixes the length it was trained with)."""
+        max_length = min(max_length, self.tokenizer.model_max_length)
         texts = [clean_prompt(p) for p in ([prompts] if isinstance(prompts, str) else prompts)]
         tokens = self.tokenizer(
             texts, padding="max_length", max_length=max_length, truncation=True, add_special_tokens=True,
@@ -228,7 +230,9 @@ class TextEncoder(nn.Module):
                 f"Wan-AI/Wan2.1-T2V-1.3B-Diffusers; for the original Wan2.1 dir use TextEncoder.from_wan_original"
             )
         tokenizer = _load_tokenizer(tokenizer_dir)
-        model = UMT5EncoderModel.from_pretrained(str(encoder_dir), dtype=torch_dtype or "auto")
+        model_type = AutoConfig.from_pretrained(str(encoder_dir)).model_type
+        model_class = UMT5EncoderModel if model_type == "umt5" else AutoModel  # the demo model uses a MiniLM (bert)
+        model = model_class.from_pretrained(str(encoder_dir), dtype=torch_dtype or "auto")
         return cls(model.to(device) if device is not None else model, tokenizer)
 
     @classmethod

@@ -39,24 +39,31 @@ def check_num_frames(num_frames: int) -> None:
         )
 
 
-def video_latent_shape(num_frames: int, height: int, width: int, channels: int = 16) -> tuple[int, int, int, int]:
-    """(C, T_lat, H_lat, W_lat) for a request (spec 3.1): T_lat = (T-1)/4 + 1, H_lat = 2*ceil(H/8/2), same for W."""
+def video_latent_shape(num_frames: int, height: int, width: int, channels: int = 16,
+                       spatial_stride: int = SPATIAL_STRIDE) -> tuple[int, int, int, int]:  # fmt: skip
+    """(C, T_lat, H_lat, W_lat) for a request (spec 3.1): T_lat = (T-1)/4 + 1, H_lat = 2*ceil(H/8/2), same for W
+    (``spatial_stride`` 8 is Wan's VAE; the demo codec uses 16)."""
     check_num_frames(num_frames)
-    step = SPATIAL_STRIDE * DIT_PATCH
+    step = spatial_stride * DIT_PATCH
     return (channels, (num_frames - 1) // TEMPORAL_STRIDE + 1, DIT_PATCH * -(-height // step),
             DIT_PATCH * -(-width // step))  # fmt: skip
 
 
-def decoded_video_size(height: int, width: int) -> tuple[int, int]:
+def decoded_video_size(height: int, width: int, spatial_stride: int = SPATIAL_STRIDE) -> tuple[int, int]:
     """Pixel size the decoded video has for a requested size: 240x426 -> 240x432 (spec 3.1, 11.7)."""
-    _, _, h, w = video_latent_shape(1, height, width)
-    return h * SPATIAL_STRIDE, w * SPATIAL_STRIDE
+    _, _, h, w = video_latent_shape(1, height, width, spatial_stride=spatial_stride)
+    return h * spatial_stride, w * spatial_stride
+
+
+def spatial_stride_of(vae) -> int:
+    """Pixels per latent of a video VAE (``AutoencoderKLWan`` and the demo codec both say it in their config)."""
+    return int(getattr(vae.config, "scale_factor_spatial", SPATIAL_STRIDE)) if vae is not None else SPATIAL_STRIDE
 
 
 class VideoCodec(nn.Module):
     """Wan2.1 VAE with JavisDiT's latent normalisation: ``encode`` frames -> latents, ``decode`` latents -> frames."""
 
-    def __init__(self, vae: AutoencoderKLWan) -> None:
+    def __init__(self, vae: AutoencoderKLWan) -> None:  # or demo_codecs.LinearVideoVAE, which has the same API
         super().__init__()
         self.vae = vae.eval().requires_grad_(False)
 
@@ -72,6 +79,10 @@ class VideoCodec(nn.Module):
     def latent_channels(self) -> int:
         return self.vae.config.z_dim
 
+    @property
+    def spatial_stride(self) -> int:
+        return spatial_stride_of(self.vae)
+
     def _stats(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         mean = torch.tensor(self.vae.config.latents_mean, dtype=torch.float32, device=device)
         std = torch.tensor(self.vae.config.latents_std, dtype=torch.float32, device=device)
@@ -79,15 +90,15 @@ class VideoCodec(nn.Module):
 
     def latent_shape(self, num_frames: int, height: int, width: int) -> tuple[int, int, int, int]:
         """(C, T_lat, H_lat, W_lat) of a generation request; see :func:`video_latent_shape`."""
-        return video_latent_shape(num_frames, height, width, self.latent_channels)
+        return video_latent_shape(num_frames, height, width, self.latent_channels, self.spatial_stride)
 
     def decoded_size(self, height: int, width: int) -> tuple[int, int]:
         """(H, W) of the decoded video for a requested size; see :func:`decoded_video_size`."""
-        return decoded_video_size(height, width)
+        return decoded_video_size(height, width, self.spatial_stride)
 
     @torch.no_grad()
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
-        """(B, 3, T, H, W) in [-1, 1], T = 4k+1, H and W multiples of 8 -> float32 (B, 16, T_lat, H/8, W/8).
+        """(B, 3, T, H, W) in [-1, 1], T = 4k+1, H and W multiples of the stride (8) -> float32 (B, 16, T_lat, H/8, W/8).
 
         Posterior mean only, no sampling (spec 3.1, 11.14), then (mu - mean_c) / std_c.
         """
@@ -95,8 +106,8 @@ class VideoCodec(nn.Module):
             raise ValueError(f"frames must be (B, 3, T, H, W), got shape {tuple(frames.shape)}")
         _, _, num_frames, height, width = frames.shape
         check_num_frames(num_frames)
-        if height % SPATIAL_STRIDE or width % SPATIAL_STRIDE:
-            raise ValueError(f"frame height and width must be multiples of 8, got {height}x{width}")
+        if height % self.spatial_stride or width % self.spatial_stride:
+            raise ValueError(f"frame height and width must be multiples of {self.spatial_stride}, got {height}x{width}")
         posterior = self.vae.encode(frames.to(device=self.device, dtype=self.dtype)).latent_dist
         mean, std = self._stats(self.device)
         return (posterior.mean.float() - mean) / std
@@ -148,7 +159,7 @@ class VideoCodec(nn.Module):
                 f"diffusion_pytorch_model.safetensors (diffusers layout, e.g. Wan-AI/Wan2.1-T2V-1.3B-Diffusers); "
                 f"for the original {WAN_VAE_FILE} use VideoCodec.from_wan_original"
             )
-        vae = AutoencoderKLWan.from_pretrained(str(vae_dir), dtype=torch_dtype)
+        vae = _vae_class(vae_dir).from_pretrained(str(vae_dir), dtype=torch_dtype)
         return cls(vae.to(device) if device is not None else vae)
 
     @classmethod
@@ -190,6 +201,17 @@ class VideoCodec(nn.Module):
             sd = {k: v.to(torch_dtype) for k, v in sd.items()}
         vae.load_state_dict(sd, strict=True, assign=True)
         return cls(vae.to(device) if device is not None else vae)
+
+
+def _vae_class(vae_dir: Path) -> type:
+    """``AutoencoderKLWan``, or the demo model's PCA codec when the saved config names it."""
+    import json
+
+    if json.loads((vae_dir / "config.json").read_text()).get("_class_name") == "LinearVideoVAE":
+        from .demo_codecs import LinearVideoVAE
+
+        return LinearVideoVAE
+    return AutoencoderKLWan
 
 
 def _names(keys: list[str], limit: int = 10) -> str:

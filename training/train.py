@@ -65,7 +65,7 @@ from javis_core.training.stages import (  # noqa: E402
 from javis_core.utils import parse_dtype  # noqa: E402
 
 logger = logging.getLogger("javis_train")
-DATA_KINDS = {1: "audio", 2: "av", 3: "dpo"}
+DATA_KINDS = {0: "av", 1: "audio", 2: "av", 3: "dpo"}
 PRETRAINED_FILES = ["config.json", "diffusion_pytorch_model*", "transformer/*"]  # Wan2.1 original or diffusers
 TRAINABLE_FILE = "trainable.safetensors"
 
@@ -80,6 +80,7 @@ DEFAULTS: dict = {
         "wan": None,  # text encoder + video VAE (default: pretrained)
         "audioldm2": None,  # audio VAE + vocoder
         "lora": {"rank": 64, "alpha": 16, "dropout": 0.05},
+        "audio_pe_type": None,  # stages 2-3: override the audio position ids (e.g. "vanilla" for the ablation)
         "frozen_dtype": "bf16",  # frozen weights are stored in this dtype; trainable ones stay fp32
         "encoder_dtype": "bf16",
         "gradient_checkpointing": True,
@@ -152,8 +153,8 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> dict:
             except ValueError:
                 pass
         node[leaf] = value
-    if config["stage"] not in (1, 2, 3):
-        raise ValueError(f"stage must be 1, 2 or 3, got {config['stage']!r}")
+    if config["stage"] not in (0, 1, 2, 3):
+        raise ValueError(f"stage must be 0 (video base), 1, 2 or 3, got {config['stage']!r}")
     for section, key in (("model", "pretrained"), ("data", "manifest")):
         if not config[section][key]:
             raise ValueError(f"config {path}: {section}.{key} is required")
@@ -257,16 +258,16 @@ def encode_batch(batch: dict, encoders: SimpleNamespace, max_length: int, device
 
 # ---------------------------------------------------------------------------------------------------- steps
 def sft_step(model, inputs: dict, negative: tuple, bucket: tuple, config: dict, stage: int) -> tuple[torch.Tensor, dict]:
-    """Stages 1-2: flow matching on video + audio (stage 1: audio only)."""
+    """Stages 0-2: flow matching on video + audio (stage 0: video only, stage 1: audio only)."""
     height, width, num_frames = bucket
-    video = inputs.get("video") if stage == 2 else None
-    audio = inputs["audio"]
-    batch_size = audio.shape[0]
+    video = inputs.get("video") if stage in (0, 2) else None
+    audio = inputs["audio"] if stage != 0 else None
+    reference = video if video is not None else audio
     shift = training_shift(height, width, num_frames, config["train"]["shift_scale"])
-    timesteps = sample_timesteps(batch_size, shift, device=audio.device)
+    timesteps = sample_timesteps(reference.shape[0], shift, device=reference.device)
     embeds, mask, _ = cfg_dropout(inputs["embeds"], inputs["mask"], *negative, config["train"]["cfg_dropout"])
     video_noise = torch.randn_like(video) if video is not None else None
-    audio_noise = torch.randn_like(audio)
+    audio_noise = torch.randn_like(audio) if audio is not None else None
     losses = flow_matching_losses(model, video, audio, embeds, mask, timesteps, video_noise, audio_noise, num_frames)
     loss = total_loss(losses)
     return loss, {f"loss_{k}": v.detach().mean().item() for k, v in losses.items()}
@@ -373,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     if pretrained and not Path(pretrained).exists():  # a hub id: fetch only the DiT weights
         pretrained = resolve_weights(pretrained, PRETRAINED_FILES, "Wan2.1 DiT weights", "model.pretrained=")
     model = build_stage_model(stage, pretrained, model_cfg["audio_weights"], model_cfg["adapter"],
-                              model_cfg["lora"])  # fmt: skip
+                              model_cfg["lora"], audio_pe_type=model_cfg["audio_pe_type"])  # fmt: skip
     frozen_dtype = parse_dtype(model_cfg["frozen_dtype"])
     for param in model.parameters():
         param.data = param.data.float() if param.requires_grad else param.data.to(frozen_dtype)

@@ -1,5 +1,8 @@
 """What each training stage builds and trains (spec 1.7, 8.2-8.4).
 
+* Stage 0 (not in the paper, which starts from Wan2.1): a ``t2v`` video base trained in full, for models such as
+  the offline demo for which no pretrained video DiT exists. Its output is the ``pretrained`` of stage 1.
+
 * Stage 1: a ``t2a`` model from Wan2.1 whose audio branch starts as a copy of the video branch; only the audio
   modules train (patch embedding, head + its modulation, every block's audio FFN and modulation, audio time proj).
 * Stage 2: ``t2av`` = Wan2.1 + the stage-1 audio weights, all frozen, plus a LoRA (r 64, alpha 16, dropout 0.05)
@@ -21,8 +24,8 @@ from peft import LoraConfig
 from ..checkpoints import CheckpointError, load_transformer
 from ..transformer import JavisDiTTransformer3DModel
 
-STAGES = (1, 2, 3)
-MODEL_TYPES = {1: "t2a", 2: "t2av", 3: "t2av"}
+STAGES = (0, 1, 2, 3)
+MODEL_TYPES = {0: "t2v", 1: "t2a", 2: "t2av", 3: "t2av"}
 # The 12 official LoRA targets (official_keys.OFFICIAL_LORA_TARGETS) in our module naming.
 LORA_TARGETS = (
     "attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0",
@@ -49,10 +52,15 @@ def lora_config(rank: int = 64, alpha: float = 16, dropout: float = 0.05) -> Lor
 
 
 def load_av_base(
-    pretrained: str | Path, audio_weights: str | Path | None = None, torch_dtype: torch.dtype | None = None
+    pretrained: str | Path,
+    audio_weights: str | Path | None = None,
+    torch_dtype: torch.dtype | None = None,
+    audio_pe_type: str | None = None,
 ) -> JavisDiTTransformer3DModel:
-    """The frozen stage-2/3 base: a ``t2av`` model (Wan2.1 or a joint checkpoint) with the stage-1 audio weights."""
-    model = load_transformer(pretrained, model_type="t2av", torch_dtype=torch_dtype)
+    """The frozen stage-2/3 base: a ``t2av`` model (Wan2.1 or a joint checkpoint) with the stage-1 audio weights;
+    ``audio_pe_type`` overrides the audio position ids (the TA-RoPE ablation)."""
+    overrides = {"audio_pe_type": audio_pe_type} if audio_pe_type else {}
+    model = load_transformer(pretrained, model_type="t2av", torch_dtype=torch_dtype, **overrides)
     if audio_weights is not None:
         audio_model = load_transformer(audio_weights, model_type="t2a", torch_dtype=torch_dtype)
         audio_state = {k: v for k, v in audio_model.state_dict().items() if is_audio_module_parameter(k)}
@@ -71,17 +79,20 @@ def build_stage_model(
     adapter: str | Path | None = None,
     lora: dict | None = None,
     torch_dtype: torch.dtype | None = None,
+    audio_pe_type: str | None = None,
 ) -> JavisDiTTransformer3DModel:
     """The model of a stage with ``requires_grad`` set on exactly the parameters that stage trains."""
     if stage not in STAGES:
         raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+    if stage == 0:
+        return load_transformer(pretrained, model_type="t2v", torch_dtype=torch_dtype).requires_grad_(True)
     if stage == 1:
         model = load_transformer(pretrained, model_type="t2a", torch_dtype=torch_dtype)
         model.requires_grad_(False)
         for name, param in model.named_parameters():
             param.requires_grad_(is_audio_module_parameter(name))
         return model
-    model = load_av_base(pretrained, audio_weights, torch_dtype)
+    model = load_av_base(pretrained, audio_weights, torch_dtype, audio_pe_type)
     model.requires_grad_(False)
     if stage == 2 and adapter is None:
         model.add_adapter(lora_config(**(lora or {})), adapter_name=POLICY_ADAPTER)
@@ -130,14 +141,14 @@ def trainable_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_stage_outputs(model: JavisDiTTransformer3DModel, stage: int, output_dir: str | Path, merge: bool) -> list[Path]:
-    """Stage 1: ``transformer/`` (full t2a, save_pretrained). Stages 2-3: ``lora/`` (diffusers/peft adapter) and,
+    """Stages 0-1: ``transformer/`` (full t2v / t2a, save_pretrained). Stages 2-3: ``lora/`` (diffusers/peft adapter) and,
     with ``merge``, ``transformer/``: the t2av model with the adapter merged, which the pipeline loads directly.
 
     Merging changes ``model`` (call it last).
     """
     output_dir = Path(output_dir)
     written = []
-    if stage == 1:
+    if stage in (0, 1):
         model.save_pretrained(output_dir / TRANSFORMER_DIR)
         return [output_dir / TRANSFORMER_DIR]
     model.save_lora_adapter(str(output_dir / LORA_DIR), adapter_name=POLICY_ADAPTER)

@@ -1,0 +1,169 @@
+"""The offline demo model: its codecs, text encoder, stage-0 video base, the shipped weights and the app fallback."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from javis_core import demo_world, sync_metric
+from javis_core.app_support import DEMO_MODEL, FULL_MODEL, GenerationSettings, ModelConfig, ModelManager, Studio
+from javis_core.audio_codec import AudioCodec
+from javis_core.checkpoints import load_transformer
+from javis_core.demo_codecs import GriffinLimVocoder, LinearMelVAE, LinearVideoVAE
+from javis_core.demo_model import DEMO_DIR, TEXT_MAX_LENGTH, demo_available, demo_tokenizer, minilm_dir
+from javis_core.loading import load_audioldm2_components, load_pipeline
+from javis_core.media import probe
+from javis_core.text_encoder import TextEncoder
+from javis_core.transformer import JavisDiTTransformer3DModel
+from javis_core.video_codec import VideoCodec
+
+FPS, FRAMES, HEIGHT, WIDTH = 16, 33, 64, 112
+
+
+def world_clips(count: int, seed: int = 0, kind: str | None = None):
+    rng = np.random.default_rng(seed)
+    for _ in range(count):
+        scene = demo_world.sample_scene(rng, FRAMES / FPS, kind=kind)
+        frames, audio = demo_world.render(scene.kind, scene.colour, scene.event_times, FRAMES, HEIGHT, WIDTH, FPS)
+        yield scene, frames, audio
+
+
+@pytest.fixture(scope="module")
+def video_codec(tmp_path_factory) -> VideoCodec:
+    vae = LinearVideoVAE.fit((frames for _, frames, _ in world_clips(24)), z_dim=16)
+    path = tmp_path_factory.mktemp("vae")
+    vae.save_pretrained(str(path / "vae"))
+    return VideoCodec.from_pretrained(path)  # the saved config names the class: loading dispatches on it
+
+
+def test_pca_video_codec_keeps_what_the_clip_shows_and_when(video_codec):
+    assert isinstance(video_codec.vae, LinearVideoVAE) and video_codec.spatial_stride == 16
+    assert video_codec.latent_shape(FRAMES, HEIGHT, WIDTH) == (16, 9, 4, 8)
+    for scene, frames, _ in world_clips(6, seed=99):
+        x = torch.from_numpy(frames).permute(3, 0, 1, 2)[None].float() / 127.5 - 1
+        latents = video_codec.encode(x)
+        assert latents.shape == (1, 16, 9, 4, 7)
+        decoded = video_codec.decode(latents)
+        assert decoded.shape == x.shape
+        back = ((decoded[0].permute(1, 2, 3, 0) + 1) * 127.5).round().clamp(0, 255).byte().numpy()
+        assert demo_world.classify_kind(back) == scene.kind and demo_world.classify_colour(back) == scene.colour
+        events = sync_metric.visual_events(back, FPS)
+        assert all(min(abs(v - e) for v in events) <= 1.01 / FPS for e in scene.event_times)  # within a frame
+    stds = np.array(video_codec.vae.config.latents_std)
+    assert np.all(np.diff(stds) <= 0) and stds[0] > stds[-1] > 0  # principal components, largest first
+
+
+def test_pca_video_codec_first_frame_is_causal():
+    vae = LinearVideoVAE.fit((frames for _, frames, _ in world_clips(4)), z_dim=8)
+    x = torch.rand(1, 3, 9, 32, 32) * 2 - 1
+    changed = x.clone()
+    changed[:, :, 5:] = 0  # later frames must not change the first latent frame
+    first = vae.encode(x).latent_dist.mode()[:, :, 0]
+    assert torch.equal(first, vae.encode(changed).latent_dist.mode()[:, :, 0])
+    with pytest.raises(ValueError, match="4k\\+1"):
+        vae.encode(torch.zeros(1, 3, 8, 32, 32))
+
+
+def test_mel_codec_and_griffin_lim_keep_sound_kind_and_onsets(tmp_path):
+    front = AudioCodec(LinearMelVAE(), GriffinLimVocoder())
+    mels = [front.waveform_to_mel(torch.from_numpy(audio)[None]) for _, _, audio in world_clips(24)]
+    LinearMelVAE.fit(mels).save_pretrained(str(tmp_path / "vae"))
+    GriffinLimVocoder().save_pretrained(str(tmp_path / "vocoder"))
+    codec = AudioCodec(*load_audioldm2_components(tmp_path))
+    assert codec.downsample == 4 and codec.num_mel_bins == 64
+    for kind in demo_world.KINDS:
+        scene, _, audio = next(world_clips(1, seed=5, kind=kind))
+        latents = codec.encode(torch.from_numpy(audio)[None])
+        assert latents.shape == (1, 8, 52, 16)
+        assert latents.std().item() == pytest.approx(1.0, abs=0.5)  # whitened
+        decoded = codec.decode(latents, len(audio))[0].numpy()
+        assert decoded.shape == audio.shape and np.abs(decoded).max() <= 1.0
+        assert demo_world.classify_sound(decoded) == demo_world.SOUNDS[kind]
+        onsets = sync_metric.audio_onsets(decoded, 16000)
+        assert all(min(abs(o - e) for o in onsets) < 0.05 for e in scene.event_times)  # every event is heard
+        assert len(onsets) <= len(scene.event_times) + 2  # Griffin-Lim's phase may add a ripple or the padded end
+
+
+def test_minilm_text_encoder_is_padded_to_the_trained_length():
+    encoder = TextEncoder.from_pretrained(_minilm_layout())
+    embeds, mask = encoder.encode(["a red ball bounces", "a blue drum is hit with a deep thump"])
+    assert embeds.shape == (2, TEXT_MAX_LENGTH, 384) and mask.shape == (2, TEXT_MAX_LENGTH)
+    assert mask[0].sum() < mask[1].sum() < TEXT_MAX_LENGTH
+    assert torch.all(embeds[mask == 0] == 0) and embeds[mask == 1].abs().mean() > 0.01
+
+
+def _minilm_layout(path=None):
+    import tempfile
+    from pathlib import Path
+
+    path = Path(path or tempfile.mkdtemp())
+    demo_tokenizer().save_pretrained(str(path / "tokenizer"))
+    (path / "text_encoder").symlink_to(minilm_dir(), target_is_directory=True)
+    return path
+
+
+def test_a_video_base_becomes_a_joint_model_with_the_audio_branch_copied(tmp_path):
+    base = JavisDiTTransformer3DModel(model_type="t2v", num_attention_heads=2, attention_head_dim=24, text_dim=32,
+                                      freq_dim=32, ffn_dim=64, num_layers=2)  # fmt: skip
+    base.save_pretrained(str(tmp_path))
+    joint = load_transformer(tmp_path, model_type="t2av", audio_pe_type="vanilla")
+    assert joint.config.model_type == "t2av" and joint.config.audio_pe_type == "vanilla"
+    for index in range(2):
+        assert torch.equal(joint.blocks[index].audio_ffn.net[2].weight, base.blocks[index].ffn.net[2].weight)
+        assert torch.equal(joint.blocks[index].ffn.net[2].weight, base.blocks[index].ffn.net[2].weight)
+    assert torch.count_nonzero(joint.audio_proj_out.weight) == 0  # fresh audio head, as the official init
+    audio_only = load_transformer(tmp_path, model_type="t2a")
+    assert audio_only.config.model_type == "t2a" and not hasattr(audio_only, "patch_embedding")
+
+
+# ---------------------------------------------------------------------------------------------------- shipped model
+
+
+@pytest.fixture(scope="module")
+def demo_pipe():
+    if not demo_available(DEMO_DIR):
+        pytest.fail(f"the shipped demo model is missing from {DEMO_DIR}")
+    pipe = load_pipeline("demo")
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def test_shipped_demo_model_is_small():
+    files = [p for p in DEMO_DIR.rglob("*") if p.is_file()]
+    assert sum(p.stat().st_size for p in files) <= 50 * 2**20
+    assert (DEMO_DIR / "README.md").exists()
+
+
+def test_demo_model_generates_what_held_out_captions_ask_for(demo_pipe):
+    captions = demo_world.held_out_captions()[:6]  # two of each kind
+    right = []
+    for index, item in enumerate(captions):
+        out = demo_pipe(item["caption"], num_inference_steps=16, duration=2, resolution="240p", aspect_ratio="9:16",
+                        generator=torch.Generator().manual_seed(index))  # fmt: skip
+        assert out.frames.shape == (1, 33, 256, 448, 3) and out.audio.shape == (1, 33000)
+        frames = (out.frames[0] * 255).round().astype(np.uint8)
+        found = demo_world.classify_clip(frames, out.audio[0])
+        right += [found["kind"] == item["kind"], found["colour"] == item["colour"],
+                  found["sound"] == demo_world.SOUNDS[item["kind"]]]  # fmt: skip
+    assert np.mean(right) >= 0.6  # chance is about 0.31
+
+
+def test_app_falls_back_to_the_demo_model_and_switches(demo_pipe, tmp_path):
+    manager = ModelManager(ModelConfig(model=str(tmp_path / "absent"), device="cpu"), demo_dir=DEMO_DIR,
+                           demo_loader=lambda path: demo_pipe)  # fmt: skip
+    assert manager.use_demo and manager.choices == [FULL_MODEL, DEMO_MODEL] and manager.choice == DEMO_MODEL
+    assert "demo" in manager.status_markdown() and "were not found" in manager.status_markdown()
+    studio = Studio(manager, tmp_path / "out")
+    settings = GenerationSettings.from_ui("a green ball bouncing with clicks", None, "t2av", 2, "240p", "landscape",
+                                          5.0, 5.0, True, 8, 0, 3, False)  # fmt: skip
+    result = studio.generate(settings, "session")
+    info = probe(result.video)
+    assert info["num_frames"] == 33 and info["audio_codec"] == "aac" and (info["height"], info["width"]) == (256, 448)
+    assert result.settings["model"] == "demo" and "--model demo" in result.settings["command"]
+    manager.select(FULL_MODEL)
+    assert not manager.use_demo and not manager.loaded
+    with pytest.raises(Exception, match="Could not load the model"):
+        manager.get()
+    manager.select(DEMO_MODEL)
+    assert manager.get() is demo_pipe
