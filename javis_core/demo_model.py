@@ -9,6 +9,7 @@ Layout of a demo model dir: ``transformer/`` (JavisDiTTransformer3DModel), ``vae
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -78,7 +79,11 @@ def export_demo(transformer_dir: str | Path, encoders: str | Path, out: str | Pa
 
 
 def demo_available(path: str | Path = DEMO_DIR) -> bool:
-    return all((Path(path) / part).is_dir() for part in PARTS)
+    """A demo model dir: all parts present and the PCA video codec (a saved pipeline dir has other VAEs)."""
+    path = Path(path)
+    if not all((path / part).is_dir() for part in PARTS) or not (path / "vae" / "config.json").exists():
+        return False
+    return json.loads((path / "vae" / "config.json").read_text()).get("_class_name") == LinearVideoVAE.__name__
 
 
 def load_demo_pipeline(path: str | Path = DEMO_DIR, device: str | torch.device = "cpu",
