@@ -33,17 +33,34 @@ def _point_posterior(mean: torch.Tensor) -> DiagonalGaussianDistribution:
     return DiagonalGaussianDistribution(torch.cat([mean, torch.full_like(mean, _DETERMINISTIC_LOGVAR)], dim=1))
 
 
-def _principal_components(samples: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(mean (D,), components (count, D) orthonormal rows, variances (count,)) of (N, D) float64 samples."""
-    mean = samples.mean(dim=0)
-    centred = samples - mean
-    covariance = centred.T @ centred / max(len(samples) - 1, 1)
+def _principal_components(batches: Iterable[torch.Tensor], count: int) -> tuple[torch.Tensor, ...]:
+    """(mean (D,), components (count, D) orthonormal rows, variances (count,)) of the rows of (N_i, D) batches.
+
+    The covariance is accumulated batch by batch in float64, so only one batch is in memory at a time."""
+    total = outer = None
+    rows = 0
+    for batch in batches:
+        batch = batch.double()
+        total = batch.sum(dim=0) if total is None else total + batch.sum(dim=0)
+        outer = batch.T @ batch if outer is None else outer + batch.T @ batch
+        rows += len(batch)
+    mean = total / rows
+    covariance = (outer - rows * torch.outer(mean, mean)) / max(rows - 1, 1)
     variances, vectors = torch.linalg.eigh(covariance)
     order = torch.argsort(variances, descending=True)[:count]
-    return mean, vectors[:, order].T.contiguous(), variances[order].clamp(min=1e-10)
+    return mean.float(), vectors[:, order].T.float().contiguous(), variances[order].clamp(min=1e-10)
 
 
-class LinearVideoVAE(ModelMixin, ConfigMixin):
+class _NoTiling:
+    """Block codecs hold no large activations: tiling and slicing (AutoencoderKL's memory savers) do nothing."""
+
+    def enable_tiling(self, *args, **kwargs) -> None: ...
+    def disable_tiling(self) -> None: ...
+    def enable_slicing(self) -> None: ...
+    def disable_slicing(self) -> None: ...
+
+
+class LinearVideoVAE(_NoTiling, ModelMixin, ConfigMixin):
     """PCA video codec with ``AutoencoderKLWan``'s API (``encode(x).latent_dist``, ``decode(z).sample``, config
     ``z_dim``, ``latents_mean``/``latents_std``, ``scale_factor_temporal``/``scale_factor_spatial``)."""
 
@@ -97,12 +114,6 @@ class LinearVideoVAE(ModelMixin, ConfigMixin):
         frames = self._from_blocks(blocks).clamp(-1.0, 1.0)
         return DecoderOutput(sample=frames) if return_dict else (frames,)
 
-    # A block codec holds no large activations: tiling and slicing have nothing to do.
-    def enable_tiling(self, *args, **kwargs) -> None: ...
-    def disable_tiling(self) -> None: ...
-    def enable_slicing(self) -> None: ...
-    def disable_slicing(self) -> None: ...
-
     @classmethod
     def fit(cls, clips: Iterable[np.ndarray], z_dim: int = 16, scale_factor_spatial: int = 16,
             blocks_per_clip: int = 500, seed: int = 0) -> LinearVideoVAE:  # fmt: skip
@@ -111,25 +122,21 @@ class LinearVideoVAE(ModelMixin, ConfigMixin):
         model = cls(z_dim=z_dim, scale_factor_spatial=scale_factor_spatial)
         generator = torch.Generator().manual_seed(seed)
         size = model.components.shape[1]
-        total, outer, count = torch.zeros(size, dtype=torch.float64), torch.zeros(size, size, dtype=torch.float64), 0
-        for clip in clips:
-            frames = torch.from_numpy(np.ascontiguousarray(clip)).permute(3, 0, 1, 2)[None].float() / 127.5 - 1
-            blocks = model._to_blocks(frames)[0].reshape(-1, size)
-            blocks = blocks[torch.randperm(len(blocks), generator=generator)[:blocks_per_clip]].double()
-            total += blocks.sum(dim=0)
-            outer += blocks.T @ blocks
-            count += len(blocks)
-        mean = total / count
-        covariance = (outer - count * torch.outer(mean, mean)) / max(count - 1, 1)
-        variances, vectors = torch.linalg.eigh(covariance)
-        order = torch.argsort(variances, descending=True)[:z_dim]
-        model.pixel_mean.data.copy_(mean.float())
-        model.components.data.copy_(vectors[:, order].T.float())
-        model.register_to_config(latents_mean=[0.0] * z_dim, latents_std=variances[order].clamp(min=1e-10).sqrt().tolist())
+
+        def sampled_blocks():
+            for clip in clips:
+                frames = torch.from_numpy(np.ascontiguousarray(clip)).permute(3, 0, 1, 2)[None].float() / 127.5 - 1
+                blocks = model._to_blocks(frames)[0].reshape(-1, size)
+                yield blocks[torch.randperm(len(blocks), generator=generator)[:blocks_per_clip]]
+
+        mean, components, variances = _principal_components(sampled_blocks(), z_dim)
+        model.pixel_mean.data.copy_(mean)
+        model.components.data.copy_(components)
+        model.register_to_config(latents_mean=[0.0] * z_dim, latents_std=variances.sqrt().tolist())
         return model.eval()
 
 
-class LinearMelVAE(ModelMixin, ConfigMixin):
+class LinearMelVAE(_NoTiling, ModelMixin, ConfigMixin):
     """PCA of (time x mel) log-mel patches with ``AutoencoderKL``'s API; latents are whitened (unit variance)."""
 
     @register_to_config
@@ -161,19 +168,14 @@ class LinearMelVAE(ModelMixin, ConfigMixin):
         mel = patches.reshape(b, t, f, d, d).permute(0, 1, 3, 2, 4).reshape(b, 1, t * d, f * d)
         return DecoderOutput(sample=mel) if return_dict else (mel,)
 
-    def enable_tiling(self, *args, **kwargs) -> None: ...
-    def disable_tiling(self) -> None: ...
-    def enable_slicing(self) -> None: ...
-    def disable_slicing(self) -> None: ...
-
     @classmethod
     def fit(cls, mels: Iterable[torch.Tensor], latent_channels: int = 8) -> LinearMelVAE:
         """Fit on (B, 1, T, 64) log-mels (T a multiple of 4)."""
         model = cls(latent_channels=latent_channels)
-        samples = torch.cat([model._patches(mel.float()).reshape(-1, model.patch_mean.numel()) for mel in mels])
-        mean, components, variances = _principal_components(samples.double(), latent_channels)
-        model.patch_mean.data.copy_(mean.float())
-        model.components.data.copy_(components.float())
+        patches = (model._patches(mel.float()).reshape(-1, model.patch_mean.numel()) for mel in mels)
+        mean, components, variances = _principal_components(patches, latent_channels)
+        model.patch_mean.data.copy_(mean)
+        model.components.data.copy_(components)
         model.component_std.data.copy_(variances.sqrt().float())
         return model.eval()
 
@@ -195,6 +197,10 @@ class GriffinLimVocoder(ModelMixin, ConfigMixin):
         return torch.stft(x, self.config.n_fft, self.config.hop_length, window=self.window, center=True,
                           pad_mode="reflect", return_complex=True)  # fmt: skip
 
+    def _istft(self, spectrum: torch.Tensor, length: int) -> torch.Tensor:
+        return torch.istft(spectrum, self.config.n_fft, self.config.hop_length, window=self.window, center=True,
+                           length=length)  # fmt: skip
+
     @torch.no_grad()
     def forward(self, spectrogram: torch.Tensor) -> torch.Tensor:
         mel = spectrogram.float().exp().transpose(1, 2)  # (B, 64, T)
@@ -206,12 +212,8 @@ class GriffinLimVocoder(ModelMixin, ConfigMixin):
         previous = torch.zeros_like(angles)
         alpha = self.config.momentum / (1 + self.config.momentum)
         for _ in range(self.config.num_iterations):
-            waveform = torch.istft(magnitude * angles, self.config.n_fft, self.config.hop_length, window=self.window,
-                                   center=True, length=length)  # fmt: skip
-            rebuilt = self._stft(waveform)[..., : magnitude.shape[-1]]
+            rebuilt = self._stft(self._istft(magnitude * angles, length))[..., : magnitude.shape[-1]]
             angles = rebuilt - alpha * previous
             angles = angles / (angles.abs() + 1e-8)
             previous = rebuilt
-        waveform = torch.istft(magnitude * angles, self.config.n_fft, self.config.hop_length, window=self.window,
-                               center=True, length=length)  # fmt: skip
-        return waveform.clamp(-1.0, 1.0)
+        return self._istft(magnitude * angles, length).clamp(-1.0, 1.0)

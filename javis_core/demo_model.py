@@ -9,7 +9,6 @@ Layout of a demo model dir: ``transformer/`` (JavisDiTTransformer3DModel), ``vae
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
@@ -21,6 +20,7 @@ from .checkpoints import load_transformer
 from .demo_codecs import GriffinLimVocoder, LinearMelVAE, LinearVideoVAE
 from .pipeline import JavisDiTPipeline
 from .schedule import make_scheduler
+from .utils import saved_class_name
 
 DEMO_DIR = Path(__file__).resolve().parents[1] / "assets" / "demo_model"
 DEMO_NAME = "demo"  # --model demo in the CLI and the app
@@ -81,9 +81,7 @@ def export_demo(transformer_dir: str | Path, encoders: str | Path, out: str | Pa
 def demo_available(path: str | Path = DEMO_DIR) -> bool:
     """A demo model dir: all parts present and the PCA video codec (a saved pipeline dir has other VAEs)."""
     path = Path(path)
-    if not all((path / part).is_dir() for part in PARTS) or not (path / "vae" / "config.json").exists():
-        return False
-    return json.loads((path / "vae" / "config.json").read_text()).get("_class_name") == LinearVideoVAE.__name__
+    return all((path / part).is_dir() for part in PARTS) and saved_class_name(path / "vae") == LinearVideoVAE.__name__
 
 
 def load_demo_pipeline(path: str | Path = DEMO_DIR, device: str | torch.device = "cpu",

@@ -12,7 +12,6 @@ Sources (each a hub id or a local directory):
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -35,7 +34,7 @@ from .hub import (
 from .pipeline import JavisDiTPipeline
 from .schedule import make_scheduler
 from .text_encoder import TextEncoder
-from .utils import parse_dtype
+from .utils import parse_dtype, saved_class_name
 from .video_codec import VideoCodec
 
 
@@ -75,14 +74,9 @@ def load_audioldm2_components(audioldm2: str | Path) -> tuple[AutoencoderKL, Spe
     if not local.exists():
         local = resolve_weights(audioldm2, AUDIOLDM2_FILES, "AudioLDM2 audio VAE and vocoder", "--audioldm2")
     _require(local, ["vae", "vocoder"], "AudioLDM2", "--audioldm2")
-    vae_class = {"LinearMelVAE": LinearMelVAE}.get(_class_name(local / "vae"), AutoencoderKL)
-    vocoder_class = {"GriffinLimVocoder": GriffinLimVocoder}.get(_class_name(local / "vocoder"), SpeechT5HifiGan)
+    vae_class = {"LinearMelVAE": LinearMelVAE}.get(saved_class_name(local / "vae"), AutoencoderKL)
+    vocoder_class = {"GriffinLimVocoder": GriffinLimVocoder}.get(saved_class_name(local / "vocoder"), SpeechT5HifiGan)
     return vae_class.from_pretrained(local / "vae"), vocoder_class.from_pretrained(local / "vocoder")
-
-
-def _class_name(directory: Path) -> str | None:
-    config = directory / "config.json"
-    return json.loads(config.read_text()).get("_class_name") if config.exists() else None
 
 
 def load_pipeline(

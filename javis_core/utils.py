@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
 
 DTYPES = {
@@ -28,3 +31,9 @@ def best_device() -> str:
     if torch.backends.mps.is_available():
         return "mps"
     return "cpu"
+
+
+def saved_class_name(directory: str | Path) -> str | None:
+    """The ``_class_name`` a diffusers ``save_pretrained`` wrote to ``directory/config.json`` (None: no config)."""
+    config = Path(directory) / "config.json"
+    return json.loads(config.read_text()).get("_class_name") if config.exists() else None

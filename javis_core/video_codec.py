@@ -18,6 +18,7 @@ from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
 from torch import nn
 
 from .checkpoints import read_weights
+from .utils import saved_class_name
 
 WAN_VAE_FILE = "Wan2.1_VAE.pth"
 TEMPORAL_STRIDE = 4
@@ -205,9 +206,7 @@ class VideoCodec(nn.Module):
 
 def _vae_class(vae_dir: Path) -> type:
     """``AutoencoderKLWan``, or the demo model's PCA codec when the saved config names it."""
-    import json
-
-    if json.loads((vae_dir / "config.json").read_text()).get("_class_name") == "LinearVideoVAE":
+    if saved_class_name(vae_dir) == "LinearVideoVAE":
         from .demo_codecs import LinearVideoVAE
 
         return LinearVideoVAE

@@ -75,10 +75,16 @@ def run_stage(out: Path, name: str, config: dict) -> None:
 def fit_codecs(out: Path, manifest: Path, clips: int) -> None:
     rows = list(csv.DictReader(manifest.open()))[:clips]
     mel_front = AudioCodec(LinearMelVAE(), GriffinLimVocoder())
-    mels = [mel_front.waveform_to_mel(torch.from_numpy(read_video(manifest.parent / row["path"])[1])[None])
-            for row in rows]  # fmt: skip
-    videos = (read_video(manifest.parent / row["path"])[0] for row in rows)  # one clip in memory at a time
-    write_encoder_dirs(out / "encoders", LinearVideoVAE.fit(videos), LinearMelVAE.fit(mels))
+    mels = []
+
+    def videos():  # each clip is decoded once: its mel is kept, its frames go to the PCA one clip at a time
+        for row in rows:
+            frames, audio, _ = read_video(manifest.parent / row["path"])
+            mels.append(mel_front.waveform_to_mel(torch.from_numpy(audio)[None]))
+            yield frames
+
+    video_vae = LinearVideoVAE.fit(videos())
+    write_encoder_dirs(out / "encoders", video_vae, LinearMelVAE.fit(mels))
 
 
 def clip_reward(frames: np.ndarray, audio: np.ndarray, scene: dict) -> tuple[float, dict]:
@@ -139,7 +145,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--export", action="store_true", help=f"write the result to {DEMO_DIR}")
     args = parser.parse_args(argv)
     out, timings = args.out, {}
-    torch.set_num_threads(max(1, torch.get_num_threads()))
 
     def step(name: str, fn, *fn_args, **fn_kwargs):
         started = time.time()
