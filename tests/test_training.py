@@ -151,6 +151,27 @@ def test_resume_continues_with_the_same_losses(world, stage1):
     assert len(losses(whole)) == 8
 
 
+def test_lr_schedule_is_official_constant_by_default_and_decays_when_asked():
+    def lrs(**train_cfg) -> list[float]:
+        optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        scheduler = train.make_lr_scheduler(optimizer, {"warmup_steps": 4, "max_steps": 20, **train_cfg})
+        values = []
+        for _ in range(20):
+            values.append(scheduler.get_last_lr()[0])
+            optimizer.step()
+            scheduler.step()
+        return values
+
+    constant = lrs(lr_schedule="constant")
+    assert constant[:5] == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0]) and constant[-1] == 1.0
+    cosine = lrs(lr_schedule="cosine")
+    assert cosine[4] == 1.0 and all(a >= b for a, b in zip(cosine[4:], cosine[5:])) and cosine[-1] < 0.01
+    with pytest.raises(ValueError, match="train.lr_schedule='cosin'"):
+        lrs(lr_schedule="cosin")
+    with pytest.raises(ValueError, match="train.max_steps"):
+        lrs(lr_schedule="cosine", max_steps=None)
+
+
 def test_av_dpo_loss_equals_hand_computation():
     policy_w = {"video": torch.tensor([0.10, 0.30]), "audio": torch.tensor([0.20, 0.05])}
     policy_l = {"video": torch.tensor([0.12, 0.25]), "audio": torch.tensor([0.21, 0.04])}

@@ -31,6 +31,7 @@ import torch
 import yaml
 from accelerate import Accelerator
 from accelerate.utils import DistributedType, set_seed
+from diffusers.optimization import get_scheduler
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
@@ -101,6 +102,9 @@ DEFAULTS: dict = {
         "max_steps": None,
         "lr": 1e-4,
         "warmup_steps": 1000,
+        # "constant" after a linear warmup is the official schedule; any other name of diffusers'
+        # get_scheduler ("cosine", "linear", ...) decays over max_steps (the demo recipe uses "cosine").
+        "lr_schedule": "constant",
         "betas": [0.9, 0.999],
         "weight_decay": 0.0,
         "eps": 1e-15,
@@ -159,6 +163,18 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> dict:
         if not config[section][key]:
             raise ValueError(f"config {path}: {section}.{key} is required")
     return config
+
+
+def make_lr_scheduler(optimizer: torch.optim.Optimizer, train_cfg: dict) -> torch.optim.lr_scheduler.LRScheduler:
+    warmup, name = train_cfg["warmup_steps"], train_cfg["lr_schedule"]
+    if name == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / (warmup + 1)))
+    if not train_cfg["max_steps"]:
+        raise ValueError(f"train.lr_schedule={name!r} decays over train.max_steps, which is not set")
+    try:
+        return get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=train_cfg["max_steps"])
+    except ValueError as error:
+        raise ValueError(f"train.lr_schedule={name!r} is not a diffusers schedule: {error}") from None
 
 
 # ---------------------------------------------------------------------------------------------------- state
@@ -410,8 +426,7 @@ def main(argv: list[str] | None = None) -> int:
     # --- optimisation
     optimizer = torch.optim.AdamW(trainable, lr=train_cfg["lr"], betas=tuple(train_cfg["betas"]),
                                   weight_decay=train_cfg["weight_decay"], eps=train_cfg["eps"])  # fmt: skip
-    warmup = train_cfg["warmup_steps"]
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / (warmup + 1)))
+    scheduler = make_lr_scheduler(optimizer, train_cfg)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     unwrapped = accelerator.unwrap_model(model)
     state = TrainState()

@@ -1,6 +1,6 @@
 """Train the offline demo model end to end on a CPU, with this project's own training stages.
 
-    python training/train_demo.py --out outputs/demo            # about 40 minutes on a 2-core CPU
+    python training/train_demo.py --out outputs/demo            # 47 minutes on a 2-core CPU
     python training/train_demo.py --out outputs/demo --export   # ... and replace assets/demo_model
 
 Steps: render the demo world (javis_core/demo_world.py) -> fit the PCA video/audio codecs -> stage 0 (a t2v video
@@ -59,8 +59,8 @@ def stage_config(out: Path, stage: int, steps: int, lr: float, **model) -> dict:
         "data": {"manifest": str(manifest), "fps": FPS, "buckets": BUCKETS, "num_workers": 0,
                  "text_max_length": TEXT_MAX_LENGTH, "cache_dir": str(out / cache)},
         "train": {"epochs": 10_000, "max_steps": steps, "lr": lr, "warmup_steps": min(50, steps // 10),
-                  "mixed_precision": "fp32", "ema_decay": 0, "checkpoint_every": 10**9, "log_with": "csv",
-                  "log_every": 10},
+                  "lr_schedule": "cosine", "mixed_precision": "fp32", "ema_decay": 0,
+                  "checkpoint_every": 10**9, "log_with": "csv", "log_every": 10},
     }  # fmt: skip
 
 
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("outputs/demo"))
     parser.add_argument("--clips", type=int, default=1000, help="training clips to render")
-    parser.add_argument("--steps", type=int, nargs=4, default=[500, 250, 300, 60], metavar=("S0", "S1", "S2", "S3"),
+    parser.add_argument("--steps", type=int, nargs=4, default=[2000, 250, 300, 60], metavar=("S0", "S1", "S2", "S3"),
                         help="optimizer steps of stages 0-3 (batch 4)")
     parser.add_argument("--dpo-captions", type=int, default=24)
     parser.add_argument("--dpo-candidates", type=int, default=2)
