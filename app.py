@@ -24,7 +24,9 @@ from pathlib import Path
 import gradio as gr
 import torch
 
+from javis_core import demo_world
 from javis_core.app_support import (
+    DEMO_MODEL,
     MAX_SEED,
     MODE_CHOICES,
     GenerationCancelled,
@@ -103,11 +105,15 @@ def build_demo(studio: Studio) -> gr.Blocks:
 
         generate = spaces.GPU(duration=gpu_seconds)(generate)
 
-    def select_model(choice: str) -> str:
+    def select_model(choice: str):
+        """Switch models; the size, length and steps controls move to the new model's starting values."""
         try:
-            return studio.models.select(choice)
+            status_line = studio.models.select(choice)
         except StudioError as error:
             raise gr.Error(str(error)) from None
+        start = studio.models.defaults
+        aspect_update = gr.Dropdown(choices=aspect_choices(start["resolution"]), value=start["aspect_ratio"])
+        return status_line, start["duration"], start["steps"], start["resolution"], aspect_update
 
     def cancel(request: gr.Request = None) -> None:
         """Stop this session's generation after the current denoising step."""
@@ -143,6 +149,7 @@ def build_demo(studio: Studio) -> gr.Blocks:
     def forget_session(request: gr.Request):
         shutil.rmtree(studio.session_dir(request.session_hash), ignore_errors=True)
 
+    start = studio.models.defaults
     with gr.Blocks(title="JavisDiT++ studio", delete_cache=(3600, 24 * 3600)) as demo:
         gr.Markdown(
             "## JavisDiT++ studio\nText to a short video with its own synchronized soundtrack "
@@ -164,10 +171,12 @@ def build_demo(studio: Studio) -> gr.Blocks:
                     stop = gr.Button("Cancel", variant="stop", elem_id="cancel", scale=1)
                 mode = gr.Radio(MODE_CHOICES, value="t2av", label="Mode", elem_id="mode")
                 with gr.Row():
-                    duration = gr.Slider(*DURATIONS, value=4, step=1, label="Duration (s)", elem_id="duration")
-                    resolution = gr.Radio(list(RESOLUTIONS), value="240p", label="Resolution", elem_id="resolution")
-                aspect = gr.Dropdown(aspect_choices("240p"), value="landscape", label="Aspect ratio (width×height)",
-                                     elem_id="aspect")  # fmt: skip
+                    duration = gr.Slider(*DURATIONS, value=start["duration"], step=1, label="Duration (s)",
+                                         elem_id="duration")  # fmt: skip
+                    resolution = gr.Radio(list(RESOLUTIONS), value=start["resolution"], label="Resolution",
+                                          elem_id="resolution")  # fmt: skip
+                aspect = gr.Dropdown(aspect_choices(start["resolution"]), value=start["aspect_ratio"],
+                                     label="Aspect ratio (width×height)", elem_id="aspect")  # fmt: skip
                 with gr.Accordion("Advanced", open=False):
                     negative = gr.Textbox(DEFAULT_NEGATIVE_PROMPT, label="Negative prompt", lines=3,
                                           info="Also the unconditional text of guidance; left as is, "
@@ -178,12 +187,16 @@ def build_demo(studio: Studio) -> gr.Blocks:
                                                    interactive=False)  # fmt: skip
                     link = gr.Checkbox(True, label="Same guidance for audio and video")
                     with gr.Row():
-                        steps = gr.Slider(1, 100, value=50, step=1, label="Steps", elem_id="steps")
+                        steps = gr.Slider(1, 100, value=start["steps"], step=1, label="Steps", elem_id="steps")
                         shift = gr.Slider(0, 20, value=0, step=0.1, label="Shift",
                                           info="0 = automatic (official formula for the size and length)")  # fmt: skip
                     with gr.Row():
                         seed = gr.Number(42, label="Seed", precision=0, minimum=0, maximum=MAX_SEED, elem_id="seed")
                         randomize = gr.Checkbox(True, label="Randomize seed")
+                if DEMO_MODEL in studio.models.choices:
+                    gr.Examples([[item["caption"]] for item in demo_world.held_out_captions(9)], inputs=[prompt],
+                                label="Prompts the demo model knows (balls, lights, drums)",
+                                examples_per_page=9, cache_examples=False)  # fmt: skip
                 prompts = example_prompts()
                 if prompts:
                     gr.Examples([[p] for p in prompts], inputs=[prompt], label="Example prompts",
@@ -217,9 +230,11 @@ def build_demo(studio: Studio) -> gr.Blocks:
         stop.click(cancel, None, None, api_name="cancel", concurrency_limit=None, cancels=[job])
         gallery.select(show_from_history, history, [video, audio, download, settings], api_visibility="private")
         demo.load(studio.models.status_markdown, None, status, api_visibility="private")
-        model_choice.change(select_model, model_choice, status, api_visibility="private")
+        model_choice.change(select_model, model_choice, [status, duration, steps, resolution, aspect],
+                            api_visibility="private")  # fmt: skip
         demo.unload(forget_session)
-    demo.handlers = {"generate": generate, "cancel": cancel, "remember": remember, "show": show_from_history}
+    demo.handlers = {"generate": generate, "cancel": cancel, "remember": remember, "show": show_from_history,
+                     "select_model": select_model}  # fmt: skip
     return demo
 
 

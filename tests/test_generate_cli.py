@@ -80,3 +80,16 @@ def test_missing_weights_say_what_to_do(tmp_path, capsys):
     (tmp_path / "csv.csv").write_text("caption\nhello\n")
     assert generate.main(["--prompts", str(tmp_path / "csv.csv"), "--model", "x"]) == 2
     assert "has no 'text' column" in capsys.readouterr().err
+
+
+def test_unset_steps_and_length_follow_the_model():
+    from javis_core.demo_model import DEMO_DURATION, DEMO_STEPS
+
+    def resolved(*extra: str) -> tuple:
+        args = generate.build_parser().parse_args(["--prompt", "x", *extra])
+        generate.apply_model_defaults(args)
+        return args.steps, args.duration, args.num_frames
+
+    assert resolved() == (generate.DEFAULT_STEPS, None, None)  # the pipeline's own 4 s
+    assert resolved("--model", "demo") == (DEMO_STEPS, DEMO_DURATION, None)
+    assert resolved("--model", "demo", "--steps", "4", "--num-frames", "17") == (4, None, 17)
