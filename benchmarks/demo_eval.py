@@ -24,6 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from javis_core import demo_world, sync_metric  # noqa: E402
+from javis_core.demo_world import KINDS  # noqa: E402
 from javis_core.demo_model import DEMO_DIR, DEMO_SIZE, DEMO_STEPS, load_demo_pipeline  # noqa: E402
 from javis_core.media import write_video  # noqa: E402
 
@@ -49,7 +50,7 @@ def evaluate(pipe, captions: list[dict], steps: int, save_dir: Path | None = Non
             "kind": found["kind"] == item["kind"], "colour": found["colour"] == item["colour"],
             "sound": found.get("sound") == demo_world.SOUNDS[item["kind"]],
             "offset_ms": report.mean_offset_ms, "abs_offset_ms": report.mean_abs_offset_ms, "av_align": report.av_align,
-            "onsets": len(report.audio_onsets_s), "events": len(report.visual_events_s),
+            "onsets_s": report.audio_onsets_s, "events_s": report.visual_events_s,
         })  # fmt: skip
     for row in rows:
         row["all"] = row["kind"] and row["colour"] and row["sound"]
@@ -63,19 +64,36 @@ def evaluate(pipe, captions: list[dict], steps: int, save_dir: Path | None = Non
         clips_with_events=len(offsets),
         seconds_per_clip=float(np.median([r["seconds"] for r in rows[1:] or rows])),  # the first call warms up
     )
+    summary["shuffled"] = shuffled_baseline(rows)
     return {"summary": summary, "clips": rows}
+
+
+def shuffled_baseline(rows: list[dict]) -> dict:
+    """The metric's chance level: each clip's picture against the sound of the clip three further on (captions
+    cycle through the kinds, so that is the same kind of object and sound, with unrelated timing)."""
+    reports = [sync_metric.compare(rows[(i + len(KINDS)) % len(rows)]["onsets_s"], row["events_s"], 16)
+               for i, row in enumerate(rows)]  # fmt: skip
+    offsets = [r.mean_abs_offset_ms for r in reports if r.mean_abs_offset_ms is not None]
+    signed = [r.mean_offset_ms for r in reports if r.mean_offset_ms is not None]
+    return {"mean_abs_offset_ms": float(np.mean(offsets)) if offsets else None,
+            "mean_offset_ms": float(np.mean(signed)) if signed else None,
+            "av_align": float(np.mean([r.av_align for r in reports])), "clips_with_events": len(offsets)}  # fmt: skip
 
 
 def table(results: dict[str, dict]) -> str:
     head = ("| model | kind | colour | sound | all three | mean abs offset (ms) | mean offset (ms) | AV-Align | "
             "clips with events | s / clip |")  # fmt: skip
     lines = [head, "|---" * (head.count("|") - 1) + "|"]
+    fmt = lambda v: "n/a" if v is None else f"{v:.0f}"  # noqa: E731
     for name, result in results.items():
         s = result["summary"]
-        fmt = lambda v: "n/a" if v is None else f"{v:.0f}"  # noqa: E731
         lines.append(f"| {name} | {s['acc_kind']:.0%} | {s['acc_colour']:.0%} | {s['acc_sound']:.0%} | "
                      f"{s['acc_all']:.0%} | {fmt(s['mean_abs_offset_ms'])} | {fmt(s['mean_offset_ms'])} | "
                      f"{s['av_align']:.2f} | {s['clips_with_events']} | {s['seconds_per_clip']:.1f} |")  # fmt: skip
+    name, result = next(iter(results.items()))
+    b = result["summary"]["shuffled"]
+    lines.append(f"| {name}, picture vs another clip's sound | | | | | {fmt(b['mean_abs_offset_ms'])} | "
+                 f"{fmt(b['mean_offset_ms'])} | {b['av_align']:.2f} | {b['clips_with_events']} | |")  # fmt: skip
     lines.append(f"| chance | {CHANCE['kind']:.0%} | {CHANCE['colour']:.0%} | {CHANCE['sound']:.0%} | "
                  f"{CHANCE['all']:.0%} | | | | | |")  # fmt: skip
     return "\n".join(lines)

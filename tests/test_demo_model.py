@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+import app
 from javis_core import demo_world, sync_metric
 from javis_core.app_support import DEMO_MODEL, FULL_MODEL, GenerationSettings, ModelConfig, ModelManager, Studio
 from javis_core.audio_codec import AudioCodec
@@ -121,20 +122,19 @@ def test_a_video_base_becomes_a_joint_model_with_the_audio_branch_copied(tmp_pat
 
 
 # ---------------------------------------------------------------------------------------------------- shipped model
+MISSING = f"the shipped demo model is missing from {DEMO_DIR}: python training/train_demo.py --export writes it"
 
 
 @pytest.fixture(scope="module")
 def demo_pipe():
-    if not demo_available(DEMO_DIR):  # until training/train_demo.py --export has written it
-        pytest.skip(f"no demo model in {DEMO_DIR} yet")
+    assert demo_available(DEMO_DIR), MISSING
     pipe = load_pipeline("demo")
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
 
 def test_shipped_demo_model_is_small():
-    if not demo_available(DEMO_DIR):
-        pytest.skip(f"no demo model in {DEMO_DIR} yet")
+    assert demo_available(DEMO_DIR), MISSING
     files = [p for p in DEMO_DIR.rglob("*") if p.is_file()]
     assert sum(p.stat().st_size for p in files) <= 50 * 2**20
     assert (DEMO_DIR / "README.md").exists()
@@ -166,9 +166,13 @@ def test_app_falls_back_to_the_demo_model_and_switches(demo_pipe, tmp_path):
     info = probe(result.video)
     assert info["num_frames"] == 33 and info["audio_codec"] == "aac" and (info["height"], info["width"]) == (256, 448)
     assert result.settings["model"] == "demo" and "--model demo" in result.settings["command"]
-    manager.select(FULL_MODEL)
+    select_model = app.build_demo(studio).handlers["select_model"]
+    status, duration, steps, resolution, aspect = select_model(FULL_MODEL)
+    assert "absent" in status and (duration, steps, resolution) == (4, 50, "240p")
     assert not manager.use_demo and not manager.loaded
     with pytest.raises(Exception, match="Could not load the model"):
         manager.get()
-    manager.select(DEMO_MODEL)
+    status, duration, steps, resolution, aspect = select_model(DEMO_MODEL)
+    assert "offline demo" in status and (duration, steps, resolution) == (2, 16, "240p")
+    assert aspect.value == "landscape"  # 448 x 256, the size the demo was trained on
     assert manager.get() is demo_pipe
