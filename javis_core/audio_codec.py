@@ -6,6 +6,7 @@ and back through ``vae.decode`` and the ``SpeechT5HifiGan`` vocoder.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 from pathlib import Path
@@ -126,7 +127,7 @@ def pad_or_cut_frames(log_mel: torch.Tensor, num_frames: int) -> torch.Tensor:
 
 def _placement(module: torch.nn.Module) -> torch.Tensor:
     """A tensor of the module giving its device and dtype (a Griffin-Lim vocoder has buffers but no parameters)."""
-    return next(iter([*module.parameters(), *module.buffers()]))
+    return next(itertools.chain(module.parameters(), module.buffers()))
 
 
 class AudioCodec(torch.nn.Module):

@@ -14,7 +14,6 @@ names the keys and the files they came from.
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 import re
@@ -343,12 +342,8 @@ def load_official_transformer(
         rank = next(iter(embedded_lora.values()))[0].shape[0]
         merge_lora_(state_dict, embedded_lora, (lora_alpha or 16.0) / rank)
 
-    wants_audio = config["model_type"] in ("t2av", "t2a")
-    if wants_audio and found_type == "t2v":
-        dim = config["num_attention_heads"] * config["attention_head_dim"]
-        state_dict.update(audio_branch_from_video(state_dict, config["num_layers"], dim))
-        state_dict.update(fresh_audio_io_params(config, dtype))
-    state_dict = _drop_branch(state_dict, config["model_type"])
+    add_audio = config["model_type"] in ("t2av", "t2a") and found_type == "t2v"
+    state_dict = _fit_branches(state_dict, config, dtype, add_audio)
     return build_from_state_dict(state_dict, config, origin, torch_dtype, source=str(weights_path))
 
 
@@ -371,26 +366,28 @@ def load_wan_diffusers_transformer(
     config.update(model_type=model_type, audio_pe_type=audio_pe_type)
     state_dict, origin = read_weights(path)
     dtype = torch_dtype or next(iter(state_dict.values())).dtype
-    if model_type in ("t2av", "t2a"):
-        dim = config["num_attention_heads"] * config["attention_head_dim"]
-        state_dict.update(audio_branch_from_video(state_dict, config["num_layers"], dim))
-        state_dict.update(fresh_audio_io_params(config, dtype))
-    state_dict = _drop_branch(state_dict, model_type)
+    state_dict = _fit_branches(state_dict, config, dtype, add_audio=model_type in ("t2av", "t2a"))
     return build_from_state_dict(state_dict, config, origin, torch_dtype, source=str(path))
 
 
 def _audio_from_video_base(path: Path, config: dict, model_type: str, torch_dtype: torch.dtype | None,
                            **overrides) -> JavisDiTTransformer3DModel:  # fmt: skip
     """Our t2v save as a t2a/t2av model whose audio branch starts as a copy of the video branch (spec 1.7)."""
-    init_keys = set(inspect.signature(JavisDiTTransformer3DModel.__init__).parameters) - {"self"}
-    config = {key: value for key, value in config.items() if key in init_keys}
+    config, _, _ = JavisDiTTransformer3DModel.extract_init_dict(config)
     config.update(overrides, model_type=model_type)
     state_dict, origin = read_weights(path)
-    dim = config["num_attention_heads"] * config["attention_head_dim"]
-    state_dict.update(audio_branch_from_video(state_dict, config["num_layers"], dim))
-    state_dict.update(fresh_audio_io_params(config, next(iter(state_dict.values())).dtype))
-    state_dict = _drop_branch(state_dict, model_type)
+    state_dict = _fit_branches(state_dict, config, next(iter(state_dict.values())).dtype, add_audio=True)
     return build_from_state_dict(state_dict, config, origin, torch_dtype, source=str(path))
+
+
+def _fit_branches(state_dict: dict, config: dict, dtype: torch.dtype, add_audio: bool) -> dict:
+    """Drop the branch ``config["model_type"]`` has no use for; with ``add_audio``, first give a video-only
+    state dict an audio branch copied from the video one and fresh audio input/output layers (spec 1.7)."""
+    if add_audio:
+        dim = config["num_attention_heads"] * config["attention_head_dim"]
+        state_dict.update(audio_branch_from_video(state_dict, config["num_layers"], dim))
+        state_dict.update(fresh_audio_io_params(config, dtype))
+    return _drop_branch(state_dict, config["model_type"])
 
 
 def detect_layout(path: str | Path) -> str:

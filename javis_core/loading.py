@@ -19,7 +19,7 @@ from diffusers import AutoencoderKL
 from transformers import SpeechT5HifiGan
 
 from .checkpoints import load_transformer
-from .demo_codecs import GriffinLimVocoder, LinearMelVAE
+from .demo_codecs import saved_codec_class
 from .hub import (
     AUDIOLDM2_FILES,
     AUDIOLDM2_REPO,
@@ -34,7 +34,7 @@ from .hub import (
 from .pipeline import JavisDiTPipeline
 from .schedule import make_scheduler
 from .text_encoder import TextEncoder
-from .utils import parse_dtype, saved_class_name
+from .utils import parse_dtype
 from .video_codec import VideoCodec
 
 
@@ -74,8 +74,8 @@ def load_audioldm2_components(audioldm2: str | Path) -> tuple[AutoencoderKL, Spe
     if not local.exists():
         local = resolve_weights(audioldm2, AUDIOLDM2_FILES, "AudioLDM2 audio VAE and vocoder", "--audioldm2")
     _require(local, ["vae", "vocoder"], "AudioLDM2", "--audioldm2")
-    vae_class = {"LinearMelVAE": LinearMelVAE}.get(saved_class_name(local / "vae"), AutoencoderKL)
-    vocoder_class = {"GriffinLimVocoder": GriffinLimVocoder}.get(saved_class_name(local / "vocoder"), SpeechT5HifiGan)
+    vae_class = saved_codec_class(local / "vae", AutoencoderKL)
+    vocoder_class = saved_codec_class(local / "vocoder", SpeechT5HifiGan)
     return vae_class.from_pretrained(local / "vae"), vocoder_class.from_pretrained(local / "vocoder")
 
 

@@ -18,7 +18,7 @@ from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
 from torch import nn
 
 from .checkpoints import read_weights
-from .utils import saved_class_name
+from .demo_codecs import saved_codec_class
 
 WAN_VAE_FILE = "Wan2.1_VAE.pth"
 TEMPORAL_STRIDE = 4
@@ -160,7 +160,7 @@ class VideoCodec(nn.Module):
                 f"diffusion_pytorch_model.safetensors (diffusers layout, e.g. Wan-AI/Wan2.1-T2V-1.3B-Diffusers); "
                 f"for the original {WAN_VAE_FILE} use VideoCodec.from_wan_original"
             )
-        vae = _vae_class(vae_dir).from_pretrained(str(vae_dir), dtype=torch_dtype)
+        vae = saved_codec_class(vae_dir, AutoencoderKLWan).from_pretrained(str(vae_dir), dtype=torch_dtype)
         return cls(vae.to(device) if device is not None else vae)
 
     @classmethod
@@ -202,15 +202,6 @@ class VideoCodec(nn.Module):
             sd = {k: v.to(torch_dtype) for k, v in sd.items()}
         vae.load_state_dict(sd, strict=True, assign=True)
         return cls(vae.to(device) if device is not None else vae)
-
-
-def _vae_class(vae_dir: Path) -> type:
-    """``AutoencoderKLWan``, or the demo model's PCA codec when the saved config names it."""
-    if saved_class_name(vae_dir) == "LinearVideoVAE":
-        from .demo_codecs import LinearVideoVAE
-
-        return LinearVideoVAE
-    return AutoencoderKLWan
 
 
 def _names(keys: list[str], limit: int = 10) -> str:
