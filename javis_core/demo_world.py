@@ -14,7 +14,6 @@ so that a set of held-out caption strings (:func:`held_out_captions`) can test g
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from dataclasses import asdict, dataclass
@@ -23,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .sizes import SAMPLE_RATE
+from .utils import write_csv
 
 KINDS = ("ball", "light", "drum")
 COLOURS = {"red": (225, 45, 45), "green": (45, 205, 70), "blue": (55, 90, 235), "yellow": (235, 215, 45)}
@@ -167,12 +167,8 @@ def write_dataset(out_dir: str | Path, num_clips: int, num_frames: int = 33, hei
         rows.append({"path": name, "audio_path": "", "text": scene.caption, "num_frames": num_frames,
                      "height": height, "width": width, "fps": fps})  # fmt: skip
         events.append({"path": name, **asdict(scene)})
-    with (out_dir / "manifest.csv").open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
     (out_dir / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
-    return out_dir / "manifest.csv"
+    return write_csv(out_dir / "manifest.csv", list(rows[0]), rows)
 
 
 # ---------------------------------------------------------------------------------------------------- reading clips

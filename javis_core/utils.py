@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import json
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import torch
@@ -37,3 +39,13 @@ def saved_class_name(directory: str | Path) -> str | None:
     """The ``_class_name`` a diffusers ``save_pretrained`` wrote to ``directory/config.json`` (None: no config)."""
     config = Path(directory) / "config.json"
     return json.loads(config.read_text()).get("_class_name") if config.exists() else None
+
+
+def write_csv(path: str | Path, columns: Sequence[str], rows: Iterable[dict]) -> Path:
+    """A CSV with a header row (the manifests, caches and pair tables of training)."""
+    path = Path(path)
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(columns))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path

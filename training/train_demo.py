@@ -40,6 +40,7 @@ from javis_core.demo_model import (  # noqa: E402
 )
 from javis_core.media import read_video, write_video  # noqa: E402
 from javis_core.transformer import JavisDiTTransformer3DModel  # noqa: E402
+from javis_core.utils import write_csv  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import train as train_runner  # noqa: E402
@@ -125,10 +126,9 @@ def make_dpo_pairs(out: Path, model_dir: Path, captions: int, candidates: int) -
         if best[0] > worst[0]:
             pairs.append({"path": best[1], "path_reject": worst[1], "text": scene["caption"], "num_frames": FRAMES,
                           "height": HEIGHT, "width": WIDTH, "fps": FPS})  # fmt: skip
-    with (data / "dpo.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(pairs[0]))
-        writer.writeheader()
-        writer.writerows(pairs)
+    if not pairs:
+        raise RuntimeError(f"no preference pairs: no candidate of the {captions} captions scored below another")
+    write_csv(data / "dpo.csv", list(pairs[0]), pairs)
     (data / "candidates.json").write_text(json.dumps(log, indent=1))
     return len(pairs)
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..utils import write_csv
 from .data import BucketTable, ManifestDataset, Row
 
 CACHE_MANIFEST = "cache.csv"
@@ -68,12 +69,7 @@ def build_cache(
         save_file(tensors, str(cache_dir / name))
         records.append({"latent_path": name, "text": row.text, "num_frames": bucket.num_frames,
                         "height": bucket.height, "width": bucket.width})  # fmt: skip
-    manifest = cache_dir / CACHE_MANIFEST
-    with manifest.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=CACHE_COLUMNS)
-        writer.writeheader()
-        writer.writerows(records)
-    return manifest
+    return write_csv(cache_dir / CACHE_MANIFEST, CACHE_COLUMNS, records)
 
 
 def read_cache(cache_dir: str | Path) -> list[Row]:

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..utils import write_csv
+
 REWARD_ASPECTS = {
     "video": ("visual_quality", "motion_quality", "ib_tv"),
     "audio": ("audio_quality", "ib_ta"),
@@ -148,8 +150,4 @@ def rank_pairs(rows: list[dict[str, str]], options: RankingOptions = RankingOpti
 def write_pairs(pairs: list[dict[str, str]], path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=OUTPUT_COLUMNS)
-        writer.writeheader()
-        writer.writerows(pairs)
-    return path
+    return write_csv(path, OUTPUT_COLUMNS, pairs)

@@ -7,7 +7,6 @@ Also writes the tiny random models a smoke run needs (:func:`save_tiny_models`).
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import torch
 
 from ..media import write_video, write_wav
 from ..sizes import SAMPLE_RATE
+from ..utils import write_csv
 
 COLOURS = {"red": ((220, 40, 40), 440.0), "green": ((40, 200, 60), 660.0), "blue": ((50, 80, 230), 880.0),
            "yellow": ((230, 210, 40), 550.0)}  # fmt: skip
@@ -58,14 +58,6 @@ def bouncing_clip(
     return frames, np.clip(audio, -1, 1).astype(np.float32), caption, audio_caption
 
 
-def _write_csv(path: Path, columns: tuple[str, ...], rows: list[dict]) -> Path:
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
-
-
 def make_synthetic_dataset(
     out_dir: str | Path, num_clips: int = 8, num_frames: int = 17, height: int = 32, width: int = 48,
     fps: float = 16, seed: int = 0,
@@ -92,9 +84,9 @@ def make_synthetic_dataset(
                            "num_frames": duration_frames, "height": height, "width": width, "fps": AUDIO_ROW_FPS})  # fmt: skip
         dpo_rows.append({"path": clip, "audio_path": "", "path_reject": reject, "audio_path_reject": "", **common})
     return {
-        "av": _write_csv(out_dir / "av.csv", AV_COLUMNS, av_rows),
-        "audio": _write_csv(out_dir / "audio.csv", AUDIO_COLUMNS, audio_rows),
-        "dpo": _write_csv(out_dir / "dpo.csv", DPO_COLUMNS, dpo_rows),
+        "av": write_csv(out_dir / "av.csv", AV_COLUMNS, av_rows),
+        "audio": write_csv(out_dir / "audio.csv", AUDIO_COLUMNS, audio_rows),
+        "dpo": write_csv(out_dir / "dpo.csv", DPO_COLUMNS, dpo_rows),
     }
 
 
