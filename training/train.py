@@ -232,7 +232,9 @@ def load_encoders(config: dict, device: torch.device, stage: int) -> SimpleNames
     dtype = parse_dtype(config["model"]["encoder_dtype"])
     text, video = load_wan_components(config["model"]["wan"] or config["model"]["pretrained"], dtype)
     audio_vae, vocoder = load_audioldm2_components(config["model"]["audioldm2"])
-    encoders = SimpleNamespace(text=text, video=video if stage != 1 else None, audio=AudioCodec(audio_vae, vocoder))
+    # stage 0 keeps the audio codec for building a shared audio-video cache, but its batches need no audio latents
+    encoders = SimpleNamespace(text=text, video=video if stage != 1 else None, audio=AudioCodec(audio_vae, vocoder),
+                               encode_audio=stage != 0)  # fmt: skip
     for module in (encoders.text.model, encoders.video, encoders.audio):
         if module is not None:
             module.to(device).eval().requires_grad_(False)
@@ -265,7 +267,7 @@ def encode_batch(batch: dict, encoders: SimpleNamespace, max_length: int, device
     embeds, mask = encoders.text.encode(batch["text"], max_length=max_length, device=device)
     out["embeds"], out["mask"] = embeds.float(), mask
     for suffix in ("", "_reject"):
-        if f"audio{suffix}" in batch:
+        if f"audio{suffix}" in batch and encoders.encode_audio:
             out[f"audio{suffix}"] = encoders.audio.encode(batch[f"audio{suffix}"].to(device)).float()
         if f"video{suffix}" in batch and encoders.video is not None:
             out[f"video{suffix}"] = encoders.video.encode(batch[f"video{suffix}"].to(device)).float()
@@ -422,6 +424,10 @@ def main(argv: list[str] | None = None) -> int:
         negative = encoders.text.encode([data_cfg["negative_prompt"]], max_length=data_cfg["text_max_length"],
                                         device=device)  # fmt: skip
         negative = (negative[0].float(), negative[1])
+    if data_cfg["cache_dir"]:  # batches come from the cache from here on: the encoders (umT5 alone ~11 GB) can go
+        encoders = None
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
     # --- optimisation
     optimizer = torch.optim.AdamW(trainable, lr=train_cfg["lr"], betas=tuple(train_cfg["betas"]),
