@@ -22,29 +22,37 @@ from javis_core.video_codec import VideoCodec
 FPS, FRAMES, HEIGHT, WIDTH = 16, 33, 64, 112
 
 
-def world_clips(count: int, seed: int = 0, kind: str | None = None):
+def world_clips(count: int, seed: int = 0, kind: str | None = None, size: tuple[int, int] = (HEIGHT, WIDTH)):
     rng = np.random.default_rng(seed)
     for _ in range(count):
         scene = demo_world.sample_scene(rng, FRAMES / FPS, kind=kind)
-        frames, audio = demo_world.render(scene.kind, scene.colour, scene.event_times, FRAMES, HEIGHT, WIDTH, FPS)
+        frames, audio = demo_world.render(scene.kind, scene.colour, scene.event_times, FRAMES, *size, FPS)
         yield scene, frames, audio
 
 
-@pytest.fixture(scope="module")
-def video_codec(tmp_path_factory) -> VideoCodec:
-    vae = LinearVideoVAE.fit((frames for _, frames, _ in world_clips(24)), z_dim=16)
+# (stride, pixel_pool, clip size, latent size the pipeline asks for (even), latent size of the clip); the pooled
+# codec gets larger clips, as it is used for: a 32-pixel ball pools to 16 pixels
+CODECS = [(16, 1, (HEIGHT, WIDTH), (4, 8), (4, 7)), (32, 2, (128, 224), (4, 8), (4, 7))]
+
+
+@pytest.fixture(scope="module", params=CODECS, ids=["stride16", "stride32_pooled"])
+def video_codec(request, tmp_path_factory) -> tuple[VideoCodec, tuple]:
+    stride, pool, size, _, _ = request.param
+    clips = (frames for _, frames, _ in world_clips(24, size=size))
+    vae = LinearVideoVAE.fit(clips, z_dim=16, scale_factor_spatial=stride, pixel_pool=pool)
     path = tmp_path_factory.mktemp("vae")
     vae.save_pretrained(str(path / "vae"))
-    return VideoCodec.from_pretrained(path)  # the saved config names the class: loading dispatches on it
+    return VideoCodec.from_pretrained(path), request.param  # the saved config names the class: loading dispatches
 
 
 def test_pca_video_codec_keeps_what_the_clip_shows_and_when(video_codec):
-    assert isinstance(video_codec.vae, LinearVideoVAE) and video_codec.spatial_stride == 16
-    assert video_codec.latent_shape(FRAMES, HEIGHT, WIDTH) == (16, 9, 4, 8)
-    for scene, frames, _ in world_clips(6, seed=99):
+    video_codec, (stride, _, size, asked, (latent_h, latent_w)) = video_codec
+    assert isinstance(video_codec.vae, LinearVideoVAE) and video_codec.spatial_stride == stride
+    assert video_codec.latent_shape(FRAMES, *size) == (16, 9, *asked)
+    for scene, frames, _ in world_clips(6, seed=99, size=size):
         x = torch.from_numpy(frames).permute(3, 0, 1, 2)[None].float() / 127.5 - 1
         latents = video_codec.encode(x)
-        assert latents.shape == (1, 16, 9, 4, 7)
+        assert latents.shape == (1, 16, 9, latent_h, latent_w)
         decoded = video_codec.decode(latents)
         assert decoded.shape == x.shape
         back = ((decoded[0].permute(1, 2, 3, 0) + 1) * 127.5).round().clamp(0, 255).byte().numpy()
@@ -53,6 +61,15 @@ def test_pca_video_codec_keeps_what_the_clip_shows_and_when(video_codec):
         assert all(min(abs(v - e) for v in events) <= 1.01 / FPS for e in scene.event_times)  # within a frame
     stds = np.array(video_codec.vae.config.latents_std)
     assert np.all(np.diff(stds) <= 0) and stds[0] > stds[-1] > 0  # principal components, largest first
+
+
+def test_pooled_video_codec_checks_its_config():
+    with pytest.raises(ValueError, match="multiple of pixel_pool"):
+        LinearVideoVAE(scale_factor_spatial=32, pixel_pool=3)
+    vae = LinearVideoVAE(scale_factor_spatial=32, pixel_pool=2)
+    assert vae.components.shape == (16, 4 * 16 * 16 * 3)  # PCA blocks of 16 pooled pixels
+    with pytest.raises(ValueError, match="32m"):
+        vae.encode(torch.zeros(1, 3, 5, 48, 64))
 
 
 def test_pca_video_codec_first_frame_is_causal():
