@@ -49,9 +49,9 @@ def demo_tokenizer():
 
 
 def demo_transformer_config() -> dict:
-    """8 blocks of width 128 (4 heads of 32), MiniLM's 384-d text, the real latent channels and patch sizes."""
-    return dict(model_type="t2v", num_attention_heads=4, attention_head_dim=32, text_dim=384, freq_dim=64,
-                ffn_dim=512, num_layers=8)  # fmt: skip
+    """8 blocks of width 192 (6 heads of 32), MiniLM's 384-d text, the real latent channels and patch sizes."""
+    return dict(model_type="t2v", num_attention_heads=6, attention_head_dim=32, text_dim=384, freq_dim=64,
+                ffn_dim=768, num_layers=8)  # fmt: skip
 
 
 def write_encoder_dirs(out: str | Path, video_vae: LinearVideoVAE, mel_vae: LinearMelVAE) -> tuple[Path, Path]:

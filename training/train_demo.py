@@ -1,6 +1,6 @@
 """Train the offline demo model end to end on a CPU, with this project's own training stages.
 
-    python training/train_demo.py --out outputs/demo            # 47 minutes on a 2-core CPU
+    python training/train_demo.py --out outputs/demo            # about an hour on a 2-core CPU (model card)
     python training/train_demo.py --out outputs/demo --export   # ... and replace assets/demo_model
 
 Steps: render the demo world (javis_core/demo_world.py) -> fit the PCA video/audio codecs -> stage 0 (a t2v video
@@ -47,6 +47,7 @@ import train as train_runner  # noqa: E402
 
 HEIGHT, WIDTH, FRAMES, FPS = 256, 448, 33, 16
 BUCKETS = {f"{HEIGHT}x{WIDTH}": {FRAMES: [1.0, 4]}}
+VIDEO_STRIDE, VIDEO_POOL = 32, 2  # 8 x 14 video latents (252 tokens a clip) from 2x-pooled 16-pixel PCA blocks
 
 
 def stage_config(out: Path, stage: int, steps: int, lr: float, **model) -> dict:
@@ -84,7 +85,7 @@ def fit_codecs(out: Path, manifest: Path, clips: int) -> None:
             mels.append(mel_front.waveform_to_mel(torch.from_numpy(audio)[None]))
             yield frames
 
-    video_vae = LinearVideoVAE.fit(videos())
+    video_vae = LinearVideoVAE.fit(videos(), scale_factor_spatial=VIDEO_STRIDE, pixel_pool=VIDEO_POOL)
     write_encoder_dirs(out / "encoders", video_vae, LinearMelVAE.fit(mels))
 
 
@@ -137,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("outputs/demo"))
     parser.add_argument("--clips", type=int, default=1000, help="training clips to render")
-    parser.add_argument("--steps", type=int, nargs=4, default=[2000, 250, 300, 60], metavar=("S0", "S1", "S2", "S3"),
+    parser.add_argument("--steps", type=int, nargs=4, default=[4000, 1000, 800, 60], metavar=("S0", "S1", "S2", "S3"),
                         help="optimizer steps of stages 0-3 (batch 4)")
     parser.add_argument("--dpo-captions", type=int, default=24)
     parser.add_argument("--dpo-candidates", type=int, default=2)
