@@ -8,6 +8,11 @@ For each caption of ``demo_world.held_out_captions`` (strings never used in trai
 is generated (seed = caption index) and read back with ``demo_world.classify_clip`` (object kind, colour, sound;
 chance 1/3, 1/4, 1/3) and ``sync_metric`` (mean audio-minus-picture offset of matched events, AV-Align). Also
 reported: the wall time of each pipeline call (text encoding, sampling, decoding) on this machine.
+
+``--coupling N`` also asks whether the timing of one modality depends on the other: for N captions it holds the
+audio noise and changes the video noise (and the other way round), and reports how far the audio onsets and the
+visual events move (mean nearest distance between two draws, ms). A model whose sound follows its picture moves its
+onsets when only the video noise changes; one that times its sound on its own keeps them.
 """
 
 from __future__ import annotations
@@ -24,9 +29,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from javis_core import demo_world, sync_metric  # noqa: E402
+from javis_core.audio_codec import audio_latent_shape  # noqa: E402
 from javis_core.checkpoints import load_transformer  # noqa: E402
 from javis_core.demo_model import DEMO_DIR, DEMO_SIZE, DEMO_STEPS, load_demo_pipeline  # noqa: E402
 from javis_core.media import write_video  # noqa: E402
+from javis_core.video_codec import spatial_stride_of, video_latent_shape  # noqa: E402
 
 CHANCE = {"kind": 1 / 3, "colour": 1 / 4, "sound": 1 / 3, "all": 1 / 36}
 
@@ -81,6 +88,42 @@ def shuffled_baseline(rows: list[dict]) -> dict:
             "av_align": float(np.mean([r.av_align for r in reports])), "clips_with_events": len(offsets)}  # fmt: skip
 
 
+def _moved_ms(first: list[float], second: list[float]) -> float | None:
+    """Mean distance (ms) from each time of one draw to the nearest of the other, both ways."""
+    if not first or not second:
+        return None
+    nearest = [min(abs(a - b) for b in second) for a in first] + [min(abs(a - b) for a in first) for b in second]
+    return float(np.mean(nearest) * 1000)
+
+
+def coupling(pipe, captions: list[dict], steps: int, draws: int = 3) -> dict:
+    """How far onsets and visual events move when only the video noise, or only the audio noise, changes."""
+    height, width, frames = pipe.resolve_size(DEMO_SIZE["resolution"], DEMO_SIZE["aspect_ratio"], None, None, 2, None)
+    video_shape = (1, *video_latent_shape(frames, height, width, pipe.transformer.config.in_channels,
+                                          spatial_stride_of(pipe.vae)))  # fmt: skip
+    audio_shape = (1, *audio_latent_shape(frames))
+    noise = lambda shape, seed: torch.randn(shape, generator=torch.Generator().manual_seed(seed))  # noqa: E731
+    moved = {key: [] for key in ("onsets_video_noise", "onsets_audio_noise", "events_video_noise",
+                                 "events_audio_noise")}  # fmt: skip
+    for index, item in enumerate(captions):
+        base = 1000 * (index + 1)
+        for changed in ("video", "audio"):
+            timings = []
+            for draw in range(draws):
+                video = noise(video_shape, base + (draw if changed == "video" else 0))
+                audio = noise(audio_shape, base + 500 + (draw if changed == "audio" else 0))
+                out = pipe(item["caption"], num_inference_steps=steps, duration=2, latents=video, audio_latents=audio,
+                           **DEMO_SIZE)  # fmt: skip
+                clip = (np.clip(out.frames[0], 0, 1) * 255).round().astype(np.uint8)
+                timings.append(sync_metric.measure(clip, 16, out.audio[0], 16000))
+            for a, b in zip(timings, timings[1:]):
+                for what, times in (("onsets", lambda r: r.audio_onsets_s), ("events", lambda r: r.visual_events_s)):
+                    value = _moved_ms(times(a), times(b))
+                    if value is not None:
+                        moved[f"{what}_{changed}_noise"].append(value)
+    return {key: float(np.mean(values)) if values else None for key, values in moved.items()}
+
+
 def table(results: dict[str, dict]) -> str:
     head = ("| model | kind | colour | sound | all three | mean abs offset (ms) | mean offset (ms) | AV-Align | "
             "clips with events | s / clip |")  # fmt: skip
@@ -109,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=DEMO_STEPS)
     parser.add_argument("--save-dir", type=Path, default=None, help="write the generated clips here")
     parser.add_argument("--json", type=Path, default=None, help="write every clip's figures here")
+    parser.add_argument("--coupling", type=int, default=0, metavar="N",
+                        help="also measure, on N captions, whether each modality's timing follows the other's noise")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     captions = demo_world.held_out_captions(args.captions)
@@ -121,8 +166,14 @@ def main(argv: list[str] | None = None) -> int:
             pipe.transformer = load_transformer(transformer, torch_dtype=torch.float32)
         save = args.save_dir / name if args.save_dir else None
         results[name] = evaluate(pipe, captions, args.steps, save)
+        if args.coupling:
+            results[name]["coupling"] = coupling(pipe, captions[: args.coupling], args.steps)
         print(f"{name}: {json.dumps(results[name]['summary'])}", flush=True)
     print(table(results))
+    for name, result in results.items():
+        if "coupling" in result:
+            fmt = {key: None if v is None else round(v) for key, v in result["coupling"].items()}
+            print(f"{name} coupling, ms moved when only this noise changes: {json.dumps(fmt)}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=1))

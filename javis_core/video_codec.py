@@ -43,7 +43,7 @@ def check_num_frames(num_frames: int) -> None:
 def video_latent_shape(num_frames: int, height: int, width: int, channels: int = 16,
                        spatial_stride: int = SPATIAL_STRIDE) -> tuple[int, int, int, int]:  # fmt: skip
     """(C, T_lat, H_lat, W_lat) for a request (spec 3.1): T_lat = (T-1)/4 + 1, H_lat = 2*ceil(H/8/2), same for W
-    (``spatial_stride`` 8 is Wan's VAE; the demo codec uses 16)."""
+    (``spatial_stride`` 8 is Wan's VAE; the demo codec uses 32)."""
     check_num_frames(num_frames)
     step = spatial_stride * DIT_PATCH
     return (channels, (num_frames - 1) // TEMPORAL_STRIDE + 1, DIT_PATCH * -(-height // step),

@@ -193,3 +193,24 @@ def test_app_falls_back_to_the_demo_model_and_switches(demo_pipe, tmp_path):
     assert "offline demo" in status and (duration, steps, resolution) == (2, 16, "240p")
     assert aspect.value == "landscape"  # 448 x 256, the size the demo was trained on
     assert manager.get() is demo_pipe
+
+
+def _demo_eval_module():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "demo_eval.py"
+    spec = importlib.util.spec_from_file_location("demo_eval", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_coupling_measures_how_far_timings_move_between_draws(demo_pipe):
+    demo_eval = _demo_eval_module()
+    assert demo_eval._moved_ms([0.1, 0.5], [0.12, 0.9]) == pytest.approx(205.0)  # (20 + 380 + 20 + 400) / 4
+    assert demo_eval._moved_ms([0.3], []) is None
+    captions = demo_world.held_out_captions()[:1]
+    moved = demo_eval.coupling(demo_pipe, captions, steps=4, draws=2)  # the noise shapes must fit the demo request
+    assert set(moved) == {"onsets_video_noise", "onsets_audio_noise", "events_video_noise", "events_audio_noise"}
+    assert all(value is None or value >= 0 for value in moved.values())
