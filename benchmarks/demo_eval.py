@@ -29,13 +29,16 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from javis_core import demo_world, sync_metric  # noqa: E402
-from javis_core.audio_codec import audio_latent_shape  # noqa: E402
 from javis_core.checkpoints import load_transformer  # noqa: E402
 from javis_core.demo_model import DEMO_DIR, DEMO_SIZE, DEMO_STEPS, load_demo_pipeline  # noqa: E402
 from javis_core.media import write_video  # noqa: E402
-from javis_core.video_codec import spatial_stride_of, video_latent_shape  # noqa: E402
 
 CHANCE = {"kind": 1 / 3, "colour": 1 / 4, "sound": 1 / 3, "all": 1 / 36}
+
+
+def _clip(out) -> tuple[np.ndarray, np.ndarray]:
+    """The first clip of a pipeline output as uint8 frames (T, H, W, 3) and its waveform."""
+    return (np.clip(out.frames[0], 0, 1) * 255).round().astype(np.uint8), out.audio[0]
 
 
 def evaluate(pipe, captions: list[dict], steps: int, save_dir: Path | None = None) -> dict:
@@ -45,8 +48,7 @@ def evaluate(pipe, captions: list[dict], steps: int, save_dir: Path | None = Non
         out = pipe(item["caption"], num_inference_steps=steps, duration=2, generator=torch.Generator().manual_seed(index),
                    **DEMO_SIZE)  # fmt: skip
         seconds = time.perf_counter() - started
-        frames = (np.clip(out.frames[0], 0, 1) * 255).round().astype(np.uint8)
-        audio = out.audio[0]
+        frames, audio = _clip(out)
         found = demo_world.classify_clip(frames, audio)
         report = sync_metric.measure(frames, 16, audio, 16000)
         if save_dir is not None:
@@ -98,11 +100,9 @@ def _moved_ms(first: list[float], second: list[float]) -> float | None:
 
 def coupling(pipe, captions: list[dict], steps: int, draws: int = 3) -> dict:
     """How far onsets and visual events move when only the video noise, or only the audio noise, changes."""
-    height, width, frames = pipe.resolve_size(DEMO_SIZE["resolution"], DEMO_SIZE["aspect_ratio"], None, None, 2, None)
-    video_shape = (1, *video_latent_shape(frames, height, width, pipe.transformer.config.in_channels,
-                                          spatial_stride_of(pipe.vae)))  # fmt: skip
-    audio_shape = (1, *audio_latent_shape(frames))
-    noise = lambda shape, seed: torch.randn(shape, generator=torch.Generator().manual_seed(seed))  # noqa: E731
+    size = pipe.resolve_size(DEMO_SIZE["resolution"], DEMO_SIZE["aspect_ratio"], None, None, 2, None)
+    video_shape, audio_shape = pipe.latent_shapes(*size)
+    noise = lambda shape, seed: torch.randn(1, *shape, generator=torch.Generator().manual_seed(seed))  # noqa: E731
     moved = {key: [] for key in ("onsets_video_noise", "onsets_audio_noise", "events_video_noise",
                                  "events_audio_noise")}  # fmt: skip
     for index, item in enumerate(captions):
@@ -110,15 +110,14 @@ def coupling(pipe, captions: list[dict], steps: int, draws: int = 3) -> dict:
         for changed in ("video", "audio"):
             timings = []
             for draw in range(draws):
-                video = noise(video_shape, base + (draw if changed == "video" else 0))
-                audio = noise(audio_shape, base + 500 + (draw if changed == "audio" else 0))
-                out = pipe(item["caption"], num_inference_steps=steps, duration=2, latents=video, audio_latents=audio,
-                           **DEMO_SIZE)  # fmt: skip
-                clip = (np.clip(out.frames[0], 0, 1) * 255).round().astype(np.uint8)
-                timings.append(sync_metric.measure(clip, 16, out.audio[0], 16000))
+                out = pipe(item["caption"], num_inference_steps=steps, duration=2, **DEMO_SIZE,
+                           latents=noise(video_shape, base + (draw if changed == "video" else 0)),
+                           audio_latents=noise(audio_shape, base + 500 + (draw if changed == "audio" else 0)))  # fmt: skip
+                frames, audio = _clip(out)
+                timings.append(sync_metric.measure(frames, 16, audio, 16000))
             for a, b in zip(timings, timings[1:]):
-                for what, times in (("onsets", lambda r: r.audio_onsets_s), ("events", lambda r: r.visual_events_s)):
-                    value = _moved_ms(times(a), times(b))
+                for what, field in (("onsets", "audio_onsets_s"), ("events", "visual_events_s")):
+                    value = _moved_ms(getattr(a, field), getattr(b, field))
                     if value is not None:
                         moved[f"{what}_{changed}_noise"].append(value)
     return {key: float(np.mean(values)) if values else None for key, values in moved.items()}

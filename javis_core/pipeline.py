@@ -151,6 +151,13 @@ class JavisDiTPipeline(DiffusionPipeline):
         return height, width, frames
 
     # ------------------------------------------------------------------ latents
+    def latent_shapes(self, height: int, width: int, num_frames: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """Per-sample shapes of the video and audio noise for a request: what ``latents`` and ``audio_latents``
+        must look like, without the batch dimension."""
+        video = video_latent_shape(num_frames, height, width, self.transformer.config.in_channels,
+                                   spatial_stride_of(self.vae))  # fmt: skip
+        return video, audio_latent_shape(num_frames)
+
     def _prepare(self, given, shape, generator, device, name, start_sigma: float | None) -> torch.Tensor:
         """Fresh float32 noise; or the given latents as the starting noise (their length/size may differ from the
         request's); or, with ``denoise`` < 1 (``start_sigma``), the given clean latents noised to that sigma."""
@@ -274,10 +281,7 @@ class JavisDiTPipeline(DiffusionPipeline):
         start_sigma = sigmas[0] if denoise < 1 else None
 
         # 3. Noise: video first, then audio (the official drawing order).
-        config = self.transformer.config
-        stride = spatial_stride_of(self.vae)
-        video_shape = (batch, *video_latent_shape(num_frames, height, width, config.in_channels, stride))
-        audio_shape = (batch, *audio_latent_shape(num_frames))
+        video_shape, audio_shape = ((batch, *shape) for shape in self.latent_shapes(height, width, num_frames))
         latents = self._prepare(latents, video_shape, generator, device, "latents", start_sigma) if want_video else None
         audio_latents = (
             self._prepare(audio_latents, audio_shape, generator, device, "audio_latents", start_sigma)
