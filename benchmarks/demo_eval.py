@@ -13,6 +13,10 @@ reported: the wall time of each pipeline call (text encoding, sampling, decoding
 audio noise and changes the video noise (and the other way round), and reports how far the audio onsets and the
 visual events move (mean nearest distance between two draws, ms). A model whose sound follows its picture moves its
 onsets when only the video noise changes; one that times its sound on its own keeps them.
+
+``--given-picture N`` asks it more directly: for N captions a ground-truth clip of the world is rendered, the video
+latents are held to it while the sound is generated, and the onsets are timed against the clip's known events (and
+against another clip's events, the chance level). ``--shift`` changes the sampling shift of every generation.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ from javis_core import demo_world, sync_metric  # noqa: E402
 from javis_core.checkpoints import load_transformer  # noqa: E402
 from javis_core.demo_model import DEMO_DIR, DEMO_SIZE, DEMO_STEPS, load_demo_pipeline  # noqa: E402
 from javis_core.media import write_video  # noqa: E402
+from javis_core.schedule import official_shift, partial_sigmas  # noqa: E402
+from javis_core.video_codec import VideoCodec  # noqa: E402
 
 CHANCE = {"kind": 1 / 3, "colour": 1 / 4, "sound": 1 / 3, "all": 1 / 36}
 
@@ -41,12 +47,12 @@ def _clip(out) -> tuple[np.ndarray, np.ndarray]:
     return (np.clip(out.frames[0], 0, 1) * 255).round().astype(np.uint8), out.audio[0]
 
 
-def evaluate(pipe, captions: list[dict], steps: int, save_dir: Path | None = None) -> dict:
+def evaluate(pipe, captions: list[dict], steps: int, save_dir: Path | None = None, shift: float | None = None) -> dict:
     rows = []
     for index, item in enumerate(captions):
         started = time.perf_counter()
-        out = pipe(item["caption"], num_inference_steps=steps, duration=2, generator=torch.Generator().manual_seed(index),
-                   **DEMO_SIZE)  # fmt: skip
+        out = pipe(item["caption"], num_inference_steps=steps, duration=2, shift=shift,
+                   generator=torch.Generator().manual_seed(index), **DEMO_SIZE)  # fmt: skip
         seconds = time.perf_counter() - started
         frames, audio = _clip(out)
         found = demo_world.classify_clip(frames, audio)
@@ -123,6 +129,53 @@ def coupling(pipe, captions: list[dict], steps: int, draws: int = 3) -> dict:
     return {key: float(np.mean(values)) if values else None for key, values in moved.items()}
 
 
+def generate_for_picture(pipe, caption: str, picture: np.ndarray, steps: int, seed: int, shift: float | None = None):
+    """The demo-size output for ``caption`` with the video latents held to ``picture`` (uint8 (T, H, W, 3) at the
+    decoded size): after every step they are replaced by the picture's latents noised to the next step's level, as
+    in inpainting, so that only the sound is generated, for that picture."""
+    height, width, frames = pipe.resolve_size(DEMO_SIZE["resolution"], DEMO_SIZE["aspect_ratio"], None, None, None,
+                                              len(picture))  # fmt: skip
+    clean = VideoCodec(pipe.vae).encode(torch.from_numpy(picture).permute(3, 0, 1, 2)[None].float() / 127.5 - 1)
+    sigmas = partial_sigmas(steps, shift or official_shift(height, width, frames)) + [0.0]
+    generator = torch.Generator().manual_seed(seed)
+
+    def held(step: int) -> torch.Tensor:
+        return sigmas[step] * torch.randn(clean.shape, generator=generator) + (1 - sigmas[step]) * clean
+
+    return pipe(caption, num_inference_steps=steps, num_frames=frames, shift=shift, latents=held(0),
+                generator=generator, callback_on_step_end=lambda p, step, t, kw: {"latents": held(step + 1)},
+                **DEMO_SIZE)  # fmt: skip
+
+
+def sound_for_picture(pipe, captions: list[dict], steps: int, shift: float | None = None) -> dict:
+    """Does the sound follow a given picture? For each caption a ground-truth clip of the world is rendered and its
+    sound generated (:func:`generate_for_picture`); the audio onsets are compared with the clip's known events, and
+    with another clip's events as the chance level."""
+    height, width, frames = pipe.resolve_size(DEMO_SIZE["resolution"], DEMO_SIZE["aspect_ratio"], None, None, 2, None)
+    size = VideoCodec(pipe.vae).decoded_size(height, width)
+    rows = []
+    for index, item in enumerate(captions):
+        rng = np.random.default_rng(index)
+        scene = demo_world.sample_scene(rng, frames / 16, item["kind"], item["colour"], item["caption"],
+                                        exclude_held_out=False)  # fmt: skip
+        picture, _ = demo_world.render(scene.kind, scene.colour, scene.event_times, frames, *size)
+        out = generate_for_picture(pipe, item["caption"], picture, steps, index, shift)
+        end = (frames - 0.5) / 16
+        rows.append({"events_s": scene.event_times,
+                     "onsets_s": [t for t in sync_metric.audio_onsets(out.audio[0], 16000) if t <= end]})  # fmt: skip
+    step = len(demo_world.KINDS) if len(rows) > len(demo_world.KINDS) else 1
+    result = {}
+    for name, partner in (("own_picture", 0), ("another_picture", step)):
+        reports = [sync_metric.compare(row["onsets_s"], rows[(i + partner) % len(rows)]["events_s"], 16)
+                   for i, row in enumerate(rows)]  # fmt: skip
+        offsets = [r.mean_abs_offset_ms for r in reports if r.mean_abs_offset_ms is not None]
+        result[name] = {"mean_abs_offset_ms": float(np.mean(offsets)) if offsets else None,
+                        "av_align": float(np.mean([r.av_align for r in reports])), "clips_with_onsets": len(offsets)}
+    result["onsets_per_clip"] = float(np.mean([len(r["onsets_s"]) for r in rows]))
+    result["events_per_clip"] = float(np.mean([len(r["events_s"]) for r in rows]))
+    return result
+
+
 def table(results: dict[str, dict]) -> str:
     head = ("| model | kind | colour | sound | all three | mean abs offset (ms) | mean offset (ms) | AV-Align | "
             "clips with events | s / clip |")  # fmt: skip
@@ -149,6 +202,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="other transformers to evaluate with the same codecs")
     parser.add_argument("--captions", type=int, default=50)
     parser.add_argument("--steps", type=int, default=DEMO_STEPS)
+    parser.add_argument("--given-picture", type=int, default=0, metavar="N",
+                        help="also generate the sound of N ground-truth pictures and time it against their events")
+    parser.add_argument("--shift", type=float, default=None, help="sampling shift (default: the pipeline's)")
     parser.add_argument("--save-dir", type=Path, default=None, help="write the generated clips here")
     parser.add_argument("--json", type=Path, default=None, help="write every clip's figures here")
     parser.add_argument("--coupling", type=int, default=0, metavar="N",
@@ -164,12 +220,17 @@ def main(argv: list[str] | None = None) -> int:
         if transformer is not None:  # the text encoder and codecs stay: only the transformer differs
             pipe.transformer = load_transformer(transformer, torch_dtype=torch.float32)
         save = args.save_dir / name if args.save_dir else None
-        results[name] = evaluate(pipe, captions, args.steps, save)
+        results[name] = evaluate(pipe, captions, args.steps, save, args.shift)
+        if args.given_picture:
+            results[name]["given_picture"] = sound_for_picture(pipe, captions[: args.given_picture], args.steps,
+                                                               args.shift)  # fmt: skip
         if args.coupling:
             results[name]["coupling"] = coupling(pipe, captions[: args.coupling], args.steps)
         print(f"{name}: {json.dumps(results[name]['summary'])}", flush=True)
     print(table(results))
     for name, result in results.items():
+        if "given_picture" in result:
+            print(f"{name} sound for a given picture: {json.dumps(result['given_picture'])}")
         if "coupling" in result:
             fmt = {key: None if v is None else round(v) for key, v in result["coupling"].items()}
             print(f"{name} coupling, ms moved when only this noise changes: {json.dumps(fmt)}")

@@ -195,12 +195,12 @@ def test_app_falls_back_to_the_demo_model_and_switches(demo_pipe, tmp_path):
     assert manager.get() is demo_pipe
 
 
-def _demo_eval_module():
+def _demo_eval_module(name: str = "demo_eval"):
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "demo_eval.py"
-    spec = importlib.util.spec_from_file_location("demo_eval", path)
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -214,3 +214,29 @@ def test_coupling_measures_how_far_timings_move_between_draws(demo_pipe):
     moved = demo_eval.coupling(demo_pipe, captions, steps=4, draws=2)  # the noise shapes must fit the demo request
     assert set(moved) == {"onsets_video_noise", "onsets_audio_noise", "events_video_noise", "events_audio_noise"}
     assert all(value is None or value >= 0 for value in moved.values())
+
+
+def test_sound_for_a_given_picture_is_generated_under_that_picture(demo_pipe):
+    demo_eval = _demo_eval_module()
+    item = demo_world.held_out_captions()[0]
+    scene = demo_world.sample_scene(np.random.default_rng(0), FRAMES / FPS, item["kind"], item["colour"],
+                                    item["caption"], exclude_held_out=False)  # fmt: skip
+    height, width, _ = demo_pipe.resolve_size("240p", "landscape", None, None, 2, None)
+    size = VideoCodec(demo_pipe.vae).decoded_size(height, width)
+    picture, _ = demo_world.render(scene.kind, scene.colour, scene.event_times, FRAMES, *size)
+    out = demo_eval.generate_for_picture(demo_pipe, item["caption"], picture, steps=4, seed=0)
+    frames, audio = demo_eval._clip(out)
+    # the video that comes out is the held picture as the codec passes it: same object, colour and event times
+    assert frames.shape == picture.shape and audio.shape == (round(FRAMES / FPS * 16000),)
+    assert demo_world.classify_kind(frames) == scene.kind and demo_world.classify_colour(frames) == scene.colour
+    events = sync_metric.visual_events(frames, FPS)
+    assert all(min(abs(v - e) for v in events) <= 1.01 / FPS for e in scene.event_times)
+    result = demo_eval.sound_for_picture(demo_pipe, demo_world.held_out_captions()[:2], steps=2)
+    assert set(result) == {"own_picture", "another_picture", "onsets_per_clip", "events_per_clip"}
+    assert result["events_per_clip"] > 0 and result["own_picture"]["av_align"] >= 0
+
+
+def test_picture_dependence_pairs_each_clip_with_another_of_the_same_object():
+    partner = _demo_eval_module("picture_dependence").same_object_partner
+    texts = ["a red ball", "a blue drum", "a green ball", "a lamp", "a yellow drum", "a ball again"]
+    assert partner(texts, ("ball", "drum", "lamp")) == [2, 4, 5, 3, 1, 0]  # a lone lamp can only pair with itself

@@ -1,0 +1,84 @@
+"""Does a joint model's audio prediction use the picture? Audio loss with each clip's own video vs another clip's.
+
+    python benchmarks/picture_dependence.py --model outputs/demo/stage2/transformer --cache outputs/demo/cache_av
+
+Reads the last ``--clips`` rows of a training latent cache (``training/train.py``'s ``cache_dir``: video latents,
+audio posterior, text embeddings), noises video and audio to the same level (as in training), and prints the audio
+flow-matching loss at several noise levels twice: beside the clip's own video latents, and beside those of another
+clip of the same caption kind (the next row whose caption names the same object). A model whose sound follows its
+picture predicts the audio better beside the right picture; equal losses mean the audio ignores the video.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from javis_core.checkpoints import load_transformer  # noqa: E402
+from javis_core.training.cache import read_cache  # noqa: E402
+from javis_core.training.objective import add_noise  # noqa: E402
+
+
+def same_object_partner(texts: list[str], objects: tuple[str, ...]) -> list[int]:
+    """For each caption, the next caption (cyclically) naming the same object of ``objects``."""
+    found = [next((o for o in objects if o in text), None) for text in texts]
+    order = list(range(len(texts)))
+    return [next(j for j in order[i + 1 :] + order[: i + 1] if found[j] == found[i]) for i in order]
+
+
+@torch.no_grad()
+def audio_losses(model, cache_dir: Path, clips: int, sigmas: list[float], objects: tuple[str, ...],
+                 seed: int = 0) -> dict[float, tuple[float, float]]:  # fmt: skip
+    """{sigma: (audio loss beside the own video, beside another clip's video)}."""
+    rows = read_cache(cache_dir)[-clips:]
+    data = [load_file(str(row.path)) for row in rows]
+    partner = same_object_partner([row.text for row in rows], objects)
+    length = max(d["text_embeds"].shape[0] for d in data)
+    embeds = torch.zeros(len(data), length, data[0]["text_embeds"].shape[1])
+    mask = torch.zeros(len(data), length, dtype=torch.long)
+    for i, d in enumerate(data):
+        embeds[i, : len(d["text_embeds"])], mask[i, : len(d["text_embeds"])] = d["text_embeds"], 1
+    generator = torch.Generator().manual_seed(seed)
+    video = torch.stack([d["video"] for d in data])
+    audio = torch.stack([d["audio_mean"] + d["audio_std"] * torch.randn(d["audio_std"].shape, generator=generator)
+                         for d in data])  # fmt: skip
+    video_noise = torch.randn(video.shape, generator=generator)
+    audio_noise = torch.randn(audio.shape, generator=generator)
+    results = {}
+    for sigma in sigmas:
+        t = torch.full((len(data),), sigma * 1000)
+        losses = []
+        for picture in (video, video[partner]):
+            out = model(hidden_states=add_noise(picture, video_noise, t), timestep=t, encoder_hidden_states=embeds,
+                        audio_hidden_states=add_noise(audio, audio_noise, t), encoder_attention_mask=mask,
+                        num_frames=rows[0].num_frames)  # fmt: skip
+            losses.append(float(((out.audio_sample - (audio_noise - audio)) ** 2).mean()))
+        results[sigma] = (losses[0], losses[1])
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, required=True, help="a t2av transformer dir")
+    parser.add_argument("--cache", type=Path, required=True, help="a training latent cache with video and audio")
+    parser.add_argument("--clips", type=int, default=48)
+    parser.add_argument("--sigmas", type=float, nargs="+", default=[0.1, 0.3, 0.5, 0.7, 0.9])
+    parser.add_argument("--objects", nargs="+", default=["ball", "light", "lamp", "bulb", "drum"],
+                        help="words that name a clip's object (another clip must name the same)")  # fmt: skip
+    args = parser.parse_args(argv)
+    model = load_transformer(args.model, torch_dtype=torch.float32).eval()
+    print("| noise level | audio loss, own picture | audio loss, another picture | difference |")
+    print("|---|---|---|---|")
+    for sigma, (own, other) in audio_losses(model, args.cache, args.clips, args.sigmas, tuple(args.objects)).items():
+        print(f"| {sigma:g} | {own:.4f} | {other:.4f} | {100 * (other - own) / other:+.2f}% |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
