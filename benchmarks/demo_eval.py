@@ -36,7 +36,6 @@ from javis_core import demo_world, sync_metric  # noqa: E402
 from javis_core.checkpoints import load_transformer  # noqa: E402
 from javis_core.demo_model import DEMO_DIR, DEMO_SIZE, DEMO_STEPS, load_demo_pipeline  # noqa: E402
 from javis_core.media import write_video  # noqa: E402
-from javis_core.schedule import official_shift, partial_sigmas  # noqa: E402
 from javis_core.video_codec import VideoCodec  # noqa: E402
 
 CHANCE = {"kind": 1 / 3, "colour": 1 / 4, "sound": 1 / 3, "all": 1 / 36}
@@ -83,17 +82,26 @@ def evaluate(pipe, captions: list[dict], steps: int, save_dir: Path | None = Non
     return {"summary": summary, "clips": rows}
 
 
-def shuffled_baseline(rows: list[dict]) -> dict:
-    """The metric's chance level: each clip's picture against the sound of the clip three further on (captions
-    cycle through the kinds, so that is the same kind of object and sound, with unrelated timing)."""
-    step = len(demo_world.KINDS) if len(rows) > len(demo_world.KINDS) else 1  # never a clip with its own sound
-    reports = [sync_metric.compare(rows[(i + step) % len(rows)]["onsets_s"], row["events_s"], 16)
-               for i, row in enumerate(rows)]  # fmt: skip
+def _partner_step(count: int) -> int:
+    """How many clips on the partner of a clip is: captions cycle through the kinds, so three on is the same kind of
+    object and sound with unrelated timing (never the clip itself when there are more clips than kinds)."""
+    return len(demo_world.KINDS) if count > len(demo_world.KINDS) else 1
+
+
+def _timing_summary(pairs: list[tuple[list[float], list[float]]]) -> dict:
+    """Mean absolute and signed offsets and AV-Align over (audio onsets, visual events) pairs of clips."""
+    reports = [sync_metric.compare(onsets, events, 16) for onsets, events in pairs]
     offsets = [r.mean_abs_offset_ms for r in reports if r.mean_abs_offset_ms is not None]
     signed = [r.mean_offset_ms for r in reports if r.mean_offset_ms is not None]
     return {"mean_abs_offset_ms": float(np.mean(offsets)) if offsets else None,
             "mean_offset_ms": float(np.mean(signed)) if signed else None,
             "av_align": float(np.mean([r.av_align for r in reports])), "clips_with_events": len(offsets)}  # fmt: skip
+
+
+def shuffled_baseline(rows: list[dict]) -> dict:
+    """The metric's chance level: each clip's picture against the sound of another clip of the same kind."""
+    step = _partner_step(len(rows))
+    return _timing_summary([(rows[(i + step) % len(rows)]["onsets_s"], row["events_s"]) for i, row in enumerate(rows)])
 
 
 def _moved_ms(first: list[float], second: list[float]) -> float | None:
@@ -136,7 +144,7 @@ def generate_for_picture(pipe, caption: str, picture: np.ndarray, steps: int, se
     height, width, frames = pipe.resolve_size(DEMO_SIZE["resolution"], DEMO_SIZE["aspect_ratio"], None, None, None,
                                               len(picture))  # fmt: skip
     clean = VideoCodec(pipe.vae).encode(torch.from_numpy(picture).permute(3, 0, 1, 2)[None].float() / 127.5 - 1)
-    sigmas = partial_sigmas(steps, shift or official_shift(height, width, frames)) + [0.0]
+    sigmas = pipe.sampling_sigmas(steps, height, width, frames, shift) + [0.0]
     generator = torch.Generator().manual_seed(seed)
 
     def held(step: int) -> torch.Tensor:
@@ -163,14 +171,9 @@ def sound_for_picture(pipe, captions: list[dict], steps: int, shift: float | Non
         end = (frames - 0.5) / 16
         rows.append({"events_s": scene.event_times,
                      "onsets_s": [t for t in sync_metric.audio_onsets(out.audio[0], 16000) if t <= end]})  # fmt: skip
-    step = len(demo_world.KINDS) if len(rows) > len(demo_world.KINDS) else 1
-    result = {}
-    for name, partner in (("own_picture", 0), ("another_picture", step)):
-        reports = [sync_metric.compare(row["onsets_s"], rows[(i + partner) % len(rows)]["events_s"], 16)
-                   for i, row in enumerate(rows)]  # fmt: skip
-        offsets = [r.mean_abs_offset_ms for r in reports if r.mean_abs_offset_ms is not None]
-        result[name] = {"mean_abs_offset_ms": float(np.mean(offsets)) if offsets else None,
-                        "av_align": float(np.mean([r.av_align for r in reports])), "clips_with_onsets": len(offsets)}
+    result = {name: _timing_summary([(row["onsets_s"], rows[(i + partner) % len(rows)]["events_s"])
+                                     for i, row in enumerate(rows)])
+              for name, partner in (("own_picture", 0), ("another_picture", _partner_step(len(rows))))}  # fmt: skip
     result["onsets_per_clip"] = float(np.mean([len(r["onsets_s"]) for r in rows]))
     result["events_per_clip"] = float(np.mean([len(r["events_s"]) for r in rows]))
     return result

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from javis_core.checkpoints import load_transformer  # noqa: E402
 from javis_core.training.cache import read_cache  # noqa: E402
-from javis_core.training.objective import add_noise  # noqa: E402
+from javis_core.training.objective import flow_matching_losses  # noqa: E402
 
 
 def same_object_partner(texts: list[str], objects: tuple[str, ...]) -> list[int]:
@@ -55,10 +55,9 @@ def audio_losses(model, cache_dir: Path, clips: int, sigmas: list[float], object
         t = torch.full((len(data),), sigma * 1000)
         losses = []
         for picture in (video, video[partner]):
-            out = model(hidden_states=add_noise(picture, video_noise, t), timestep=t, encoder_hidden_states=embeds,
-                        audio_hidden_states=add_noise(audio, audio_noise, t), encoder_attention_mask=mask,
-                        num_frames=rows[0].num_frames)  # fmt: skip
-            losses.append(float(((out.audio_sample - (audio_noise - audio)) ** 2).mean()))
+            per_sample = flow_matching_losses(model, picture, audio, embeds, mask, t, video_noise, audio_noise,
+                                              rows[0].num_frames)  # fmt: skip
+            losses.append(float(per_sample["audio"].mean()))
         results[sigma] = (losses[0], losses[1])
     return results
 

@@ -158,6 +158,13 @@ class JavisDiTPipeline(DiffusionPipeline):
                                    spatial_stride_of(self.vae))  # fmt: skip
         return video, audio_latent_shape(num_frames)
 
+    @staticmethod
+    def sampling_sigmas(num_inference_steps: int, height: int, width: int, num_frames: int,
+                        shift: float | None = None, denoise: float = 1.0) -> list[float]:  # fmt: skip
+        """The noise levels the sampler steps from, one per step (the official shifted schedule for the request
+        size and length unless ``shift`` is given); after the last step the latents are clean (sigma 0)."""
+        return partial_sigmas(num_inference_steps, shift or official_shift(height, width, num_frames), denoise)
+
     def _prepare(self, given, shape, generator, device, name, start_sigma: float | None) -> torch.Tensor:
         """Fresh float32 noise; or the given latents as the starting noise (their length/size may differ from the
         request's); or, with ``denoise`` < 1 (``start_sigma``), the given clean latents noised to that sigma."""
@@ -277,7 +284,7 @@ class JavisDiTPipeline(DiffusionPipeline):
             batch *= num_videos_per_prompt
 
         # 2. Schedule: the official shifted sigmas, run on a diffusers flow-matching scheduler per modality.
-        sigmas = partial_sigmas(num_inference_steps, shift or official_shift(height, width, num_frames), denoise)
+        sigmas = self.sampling_sigmas(num_inference_steps, height, width, num_frames, shift, denoise)
         start_sigma = sigmas[0] if denoise < 1 else None
 
         # 3. Noise: video first, then audio (the official drawing order).
