@@ -8,7 +8,8 @@
   edge sharpness (decoding upsamples linearly). Like Wan's causal VAE, 4k+1 frames map to k+1 latent frames (the
   first frame is repeated to fill the first block).
 * :class:`LinearMelVAE` stands in for AudioLDM2's ``AutoencoderKL``: PCA of 4 x 4 (time x mel) log-mel patches
-  to 8 whitened channels, so latents keep the (8, T_mel/4, 16) shape of the real audio latents.
+  to 8 channels (whitened, or with one shared scale), so latents keep the (8, T_mel/4, 16) shape of the real audio
+  latents.
 * :class:`GriffinLimVocoder` stands in for ``SpeechT5HifiGan``: log-mel -> linear magnitude by the filterbank's
   pseudo-inverse, phase by fast Griffin-Lim (Perraudin et al. 2013). No training; deterministic.
 """
@@ -152,7 +153,9 @@ class LinearVideoVAE(_NoTiling, ModelMixin, ConfigMixin):
 
 
 class LinearMelVAE(_NoTiling, ModelMixin, ConfigMixin):
-    """PCA of (time x mel) log-mel patches with ``AutoencoderKL``'s API; latents are whitened (unit variance)."""
+    """PCA of (time x mel) log-mel patches with ``AutoencoderKL``'s API. Latents are divided by one scale per
+    channel (``component_std``): whitened, or one shared scale (unit mean variance) so that the channels keep their
+    share of the signal and a loss on them weighs the loud envelope above the noise-floor texture."""
 
     @register_to_config
     def __init__(self, latent_channels: int = 8, downsample: int = 4, num_mel_bins: int = NUM_MELS,
@@ -169,7 +172,7 @@ class LinearMelVAE(_NoTiling, ModelMixin, ConfigMixin):
         return mel.reshape(b, t // d, d, f // d, d).permute(0, 1, 3, 2, 4).reshape(b, t // d, f // d, d * d)
 
     def encode(self, x: torch.Tensor, return_dict: bool = True) -> AutoencoderKLOutput | tuple:
-        """(B, 1, T, 64) log-mel -> (B, 8, T/4, 16) whitened PCA coefficients as a point posterior."""
+        """(B, 1, T, 64) log-mel -> (B, 8, T/4, 16) scaled PCA coefficients as a point posterior."""
         z = (self._patches(x.to(self.components.dtype)) - self.patch_mean) @ self.components.T / self.component_std
         posterior = _point_posterior(z.permute(0, 3, 1, 2).contiguous())
         return AutoencoderKLOutput(latent_dist=posterior) if return_dict else (posterior,)
@@ -184,14 +187,16 @@ class LinearMelVAE(_NoTiling, ModelMixin, ConfigMixin):
         return DecoderOutput(sample=mel) if return_dict else (mel,)
 
     @classmethod
-    def fit(cls, mels: Iterable[torch.Tensor], latent_channels: int = 8) -> LinearMelVAE:
-        """Fit on (B, 1, T, 64) log-mels (T a multiple of 4)."""
-        model = cls(latent_channels=latent_channels)
+    def fit(cls, mels: Iterable[torch.Tensor], latent_channels: int = 8, whiten: bool = True,
+            scaling_factor: float = 1.0) -> LinearMelVAE:  # fmt: skip
+        """Fit on (B, 1, T, 64) log-mels (T a multiple of 4); ``whiten=False``: one shared scale for all channels."""
+        model = cls(latent_channels=latent_channels, scaling_factor=scaling_factor)
         patches = (model._patches(mel.float()).reshape(-1, model.patch_mean.numel()) for mel in mels)
         mean, components, variances = _principal_components(patches, latent_channels)
         model.patch_mean.data.copy_(mean)
         model.components.data.copy_(components)
-        model.component_std.data.copy_(variances.sqrt().float())
+        scales = variances.sqrt() if whiten else variances.mean().sqrt().expand_as(variances)
+        model.component_std.data.copy_(scales.float())
         return model.eval()
 
 

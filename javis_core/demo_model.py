@@ -49,8 +49,10 @@ def demo_tokenizer():
 
 
 def demo_transformer_config() -> dict:
-    """8 blocks of width 192 (6 heads of 32), MiniLM's 384-d text, the real latent channels and patch sizes."""
-    return dict(model_type="t2v", num_attention_heads=6, attention_head_dim=32, text_dim=384, freq_dim=64,
+    """8 blocks of width 192, MiniLM's 384-d text, the real latent channels and patch sizes. Heads of 64 (3 of
+    them) rather than 32: the time axis of a head's RoPE gets 12 frequencies instead of 6, so that attention can
+    single out the same latent frame among the clip's 9 (TA-RoPE's alignment of sound to picture relies on it)."""
+    return dict(model_type="t2v", num_attention_heads=3, attention_head_dim=64, text_dim=384, freq_dim=64,
                 ffn_dim=768, num_layers=8)  # fmt: skip
 
 

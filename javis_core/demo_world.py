@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -150,23 +151,34 @@ def sample_scene(rng: np.random.Generator, seconds: float, kind: str | None = No
     return Scene(kind, colour, caption, _events(rng, seconds, kind))
 
 
-def write_dataset(out_dir: str | Path, num_clips: int, num_frames: int = 33, height: int = 64, width: int = 64,
-                  fps: float = 16, seed: int = 0) -> Path:  # fmt: skip
-    """``clips/NNNN.mp4`` + ``manifest.csv`` (the training columns) + ``events.jsonl`` (ground-truth events)."""
+def _write_clip(out_dir: Path, name: str, scene: Scene, num_frames: int, height: int, width: int, fps: float) -> None:
     from .media import write_video
 
+    frames, audio = render(scene.kind, scene.colour, scene.event_times, num_frames, height, width, fps)
+    write_video(out_dir / name, frames, fps=fps, audio=audio)
+
+
+def write_dataset(out_dir: str | Path, num_clips: int, num_frames: int = 33, height: int = 64, width: int = 64,
+                  fps: float = 16, seed: int = 0, workers: int = 1) -> Path:  # fmt: skip
+    """``clips/NNNN.mp4`` + ``manifest.csv`` (the training columns) + ``events.jsonl`` (ground-truth events).
+
+    Scenes are drawn in order from ``seed``; ``workers`` processes render and encode them (same files for any
+    count)."""
     out_dir = Path(out_dir)
     (out_dir / "clips").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    rows, events = [], []
-    for index in range(num_clips):
-        scene = sample_scene(rng, num_frames / fps)
-        frames, audio = render(scene.kind, scene.colour, scene.event_times, num_frames, height, width, fps)
-        name = f"clips/{index:04d}.mp4"
-        write_video(out_dir / name, frames, fps=fps, audio=audio)
-        rows.append({"path": name, "audio_path": "", "text": scene.caption, "num_frames": num_frames,
-                     "height": height, "width": width, "fps": fps})  # fmt: skip
-        events.append({"path": name, **asdict(scene)})
+    scenes = [sample_scene(rng, num_frames / fps) for _ in range(num_clips)]
+    names = [f"clips/{index:04d}.mp4" for index in range(num_clips)]
+    jobs = [(out_dir, name, scene, num_frames, height, width, fps) for name, scene in zip(names, scenes)]
+    if workers > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            list(pool.map(_write_clip, *zip(*jobs), chunksize=16))
+    else:
+        for job in jobs:
+            _write_clip(*job)
+    rows = [{"path": name, "audio_path": "", "text": scene.caption, "num_frames": num_frames, "height": height,
+             "width": width, "fps": fps} for name, scene in zip(names, scenes)]  # fmt: skip
+    events = [{"path": name, **asdict(scene)} for name, scene in zip(names, scenes)]
     (out_dir / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
     return write_csv(out_dir / "manifest.csv", list(rows[0]), rows)
 

@@ -83,10 +83,11 @@ def test_pca_video_codec_first_frame_is_causal():
         vae.encode(torch.zeros(1, 3, 8, 32, 32))
 
 
-def test_mel_codec_and_griffin_lim_keep_sound_kind_and_onsets(tmp_path):
+@pytest.mark.parametrize("whiten, scale", [(True, 1.0), (False, 0.3)])
+def test_mel_codec_and_griffin_lim_keep_sound_kind_and_onsets(tmp_path, whiten, scale):
     front = AudioCodec(LinearMelVAE(), GriffinLimVocoder())
     mels = [front.waveform_to_mel(torch.from_numpy(audio)[None]) for _, _, audio in world_clips(24)]
-    LinearMelVAE.fit(mels).save_pretrained(str(tmp_path / "vae"))
+    LinearMelVAE.fit(mels, whiten=whiten, scaling_factor=scale).save_pretrained(str(tmp_path / "vae"))
     GriffinLimVocoder().save_pretrained(str(tmp_path / "vocoder"))
     codec = AudioCodec(*load_audioldm2_components(tmp_path))
     assert codec.downsample == 4 and codec.num_mel_bins == 64
@@ -94,7 +95,10 @@ def test_mel_codec_and_griffin_lim_keep_sound_kind_and_onsets(tmp_path):
         scene, _, audio = next(world_clips(1, seed=5, kind=kind))
         latents = codec.encode(torch.from_numpy(audio)[None])
         assert latents.shape == (1, 8, 52, 16)
-        assert latents.std().item() == pytest.approx(1.0, abs=0.5)  # whitened
+        assert latents.std().item() == pytest.approx(scale, rel=0.5)
+        channel_std = latents.std(dim=(0, 2, 3))
+        if not whiten:  # one shared scale: the first principal component keeps the largest share
+            assert channel_std[0] > 3 * channel_std[-1]
         decoded = codec.decode(latents, len(audio))[0].numpy()
         assert decoded.shape == audio.shape and np.abs(decoded).max() <= 1.0
         assert demo_world.classify_sound(decoded) == demo_world.SOUNDS[kind]

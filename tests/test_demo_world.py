@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from javis_core import demo_world, sync_metric
-from javis_core.media import probe
+from javis_core.media import probe, read_video
 
 FPS = 16
 
@@ -54,3 +54,14 @@ def test_dataset_files(tmp_path):
     assert rows[0]["text"] == events[0]["caption"] and rows[0]["path"] == events[0]["path"]
     info = probe(tmp_path / rows[0]["path"])
     assert info["num_frames"] == 17 and info["audio_codec"] == "aac"
+
+
+def test_dataset_workers_write_the_same_clips(tmp_path):
+    one = demo_world.write_dataset(tmp_path / "one", num_clips=4, num_frames=9, height=32, width=32, seed=3)
+    two = demo_world.write_dataset(tmp_path / "two", num_clips=4, num_frames=9, height=32, width=32, seed=3, workers=2)
+    assert one.read_text() == two.read_text()
+    assert (tmp_path / "one/events.jsonl").read_text() == (tmp_path / "two/events.jsonl").read_text()
+    for row in csv.DictReader(one.open()):
+        first, first_audio, _ = read_video(tmp_path / "one" / row["path"])
+        second, second_audio, _ = read_video(tmp_path / "two" / row["path"])
+        assert np.array_equal(first, second) and np.allclose(first_audio, second_audio)
