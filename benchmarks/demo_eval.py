@@ -168,9 +168,8 @@ def sound_for_picture(pipe, captions: list[dict], steps: int, shift: float | Non
                                         exclude_held_out=False)  # fmt: skip
         picture, _ = demo_world.render(scene.kind, scene.colour, scene.event_times, frames, *size)
         out = generate_for_picture(pipe, item["caption"], picture, steps, index, shift)
-        end = (frames - 0.5) / 16
-        rows.append({"events_s": scene.event_times,
-                     "onsets_s": [t for t in sync_metric.audio_onsets(out.audio[0], 16000) if t <= end]})  # fmt: skip
+        onsets = sync_metric.clip_onsets(out.audio[0], 16000, frames, 16)
+        rows.append({"events_s": scene.event_times, "onsets_s": onsets})
     result = {name: _timing_summary([(row["onsets_s"], rows[(i + partner) % len(rows)]["events_s"])
                                      for i, row in enumerate(rows)])
               for name, partner in (("own_picture", 0), ("another_picture", _partner_step(len(rows))))}  # fmt: skip

@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from javis_core.checkpoints import load_transformer  # noqa: E402
-from javis_core.training.cache import read_cache  # noqa: E402
+from javis_core.training.cache import pad_embeds, read_cache  # noqa: E402
 from javis_core.training.objective import flow_matching_losses  # noqa: E402
 
 
@@ -39,11 +39,8 @@ def audio_losses(model, cache_dir: Path, clips: int, sigmas: list[float], object
     rows = read_cache(cache_dir)[-clips:]
     data = [load_file(str(row.path)) for row in rows]
     partner = same_object_partner([row.text for row in rows], objects)
-    length = max(d["text_embeds"].shape[0] for d in data)
-    embeds = torch.zeros(len(data), length, data[0]["text_embeds"].shape[1])
-    mask = torch.zeros(len(data), length, dtype=torch.long)
-    for i, d in enumerate(data):
-        embeds[i, : len(d["text_embeds"])], mask[i, : len(d["text_embeds"])] = d["text_embeds"], 1
+    texts = [d["text_embeds"] for d in data]
+    embeds, mask = pad_embeds(texts, max(len(t) for t in texts))
     generator = torch.Generator().manual_seed(seed)
     video = torch.stack([d["video"] for d in data])
     audio = torch.stack([d["audio_mean"] + d["audio_std"] * torch.randn(d["audio_std"].shape, generator=generator)

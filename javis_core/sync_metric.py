@@ -114,11 +114,15 @@ def compare(onsets: list[float], events: list[float], fps: float) -> SyncReport:
     )
 
 
+def clip_onsets(waveform: np.ndarray, sample_rate: int, num_frames: int, fps: float) -> list[float]:
+    """Audio onsets of a clip of ``num_frames`` frames; those after the last frame (plus half a frame) are left out:
+    the picture cannot show their event."""
+    end = (num_frames - 0.5) / fps
+    return [t for t in audio_onsets(waveform, sample_rate) if t <= end]
+
+
 def measure(frames: np.ndarray, fps: float, waveform: np.ndarray, sample_rate: int) -> SyncReport:
-    """Onsets after the last frame (plus half a frame) are left out: the picture cannot show their event."""
-    end = (len(frames) - 0.5) / fps
-    onsets = [t for t in audio_onsets(waveform, sample_rate) if t <= end]
-    return compare(onsets, visual_events(frames, fps), fps)
+    return compare(clip_onsets(waveform, sample_rate, len(frames), fps), visual_events(frames, fps), fps)
 
 
 def measure_file(path: str) -> SyncReport:

@@ -241,21 +241,13 @@ def load_encoders(config: dict, device: torch.device, stage: int) -> SimpleNames
     return encoders
 
 
-def _pad_embeds(embeds: list[torch.Tensor], length: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    out = torch.zeros(len(embeds), length, embeds[0].shape[-1], device=device)
-    mask = torch.zeros(len(embeds), length, dtype=torch.long, device=device)
-    for i, e in enumerate(embeds):
-        out[i, : len(e)], mask[i, : len(e)] = e.to(device), 1
-    return out, mask
-
-
 @torch.no_grad()
 def encode_batch(batch: dict, encoders: SimpleNamespace, max_length: int, device) -> dict:
     """Latents and text embeddings for a batch (decoded clips, or cached latents with a fresh audio sample)."""
     out = {}
     if "cached" in batch:
         cached = batch["cached"]
-        out["embeds"], out["mask"] = _pad_embeds(cached["text_embeds"], max_length, device)
+        out["embeds"], out["mask"] = cache_lib.pad_embeds(cached["text_embeds"], max_length, device)
         for suffix in ("", "_reject"):
             if f"audio_mean{suffix}" in cached:
                 mean = torch.stack(cached[f"audio_mean{suffix}"]).to(device)

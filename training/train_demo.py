@@ -40,6 +40,7 @@ from javis_core.demo_model import (  # noqa: E402
     write_encoder_dirs,
 )
 from javis_core.media import read_video, write_video  # noqa: E402
+from javis_core.training.objective import TRAIN_SHIFT_SCALE  # noqa: E402
 from javis_core.transformer import JavisDiTTransformer3DModel  # noqa: E402
 from javis_core.utils import write_csv  # noqa: E402
 
@@ -57,7 +58,7 @@ VIDEO_STRIDE, VIDEO_POOL = 32, 2  # 8 x 14 video latents (252 tokens a clip) fro
 AUDIO_SCALE, JOINT_SHIFT_SCALE = 0.3, 1.0
 
 
-def stage_config(out: Path, stage: int, steps: int, lr: float, shift_scale: float = 5.0, **model) -> dict:
+def stage_config(out: Path, stage: int, steps: int, lr: float, shift_scale: float = TRAIN_SHIFT_SCALE, **model) -> dict:
     manifest = out / ("data/dpo.csv" if stage == 3 else "data/manifest.csv")
     cache = {0: "cache_av", 1: "cache_audio", 2: "cache_av", 3: "cache_dpo"}[stage]
     return {

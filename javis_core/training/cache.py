@@ -72,6 +72,15 @@ def build_cache(
     return write_csv(cache_dir / CACHE_MANIFEST, CACHE_COLUMNS, records)
 
 
+def pad_embeds(embeds: list[torch.Tensor], length: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cached text embeddings of their own lengths -> zero-padded (B, length, D) and a (B, length) token mask."""
+    out = torch.zeros(len(embeds), length, embeds[0].shape[-1], device=device)
+    mask = torch.zeros(len(embeds), length, dtype=torch.long, device=device)
+    for i, e in enumerate(embeds):
+        out[i, : len(e)], mask[i, : len(e)] = e.to(out.device), 1
+    return out, mask
+
+
 def read_cache(cache_dir: str | Path) -> list[Row]:
     """Cached rows as :class:`Row` (``path`` = the latent file; size and length = the bucket's)."""
     cache_dir = Path(cache_dir)
