@@ -21,6 +21,7 @@ from safetensors.torch import load_file
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from javis_core.checkpoints import load_transformer  # noqa: E402
+from javis_core.demo_model import TEXT_MAX_LENGTH  # noqa: E402
 from javis_core.training.cache import pad_embeds, read_cache  # noqa: E402
 from javis_core.training.objective import flow_matching_losses  # noqa: E402
 
@@ -34,13 +35,14 @@ def same_object_partner(texts: list[str], objects: tuple[str, ...]) -> list[int]
 
 @torch.no_grad()
 def audio_losses(model, cache_dir: Path, clips: int, sigmas: list[float], objects: tuple[str, ...],
-                 seed: int = 0) -> dict[float, tuple[float, float]]:  # fmt: skip
-    """{sigma: (audio loss beside the own video, beside another clip's video)}."""
+                 text_length: int = TEXT_MAX_LENGTH, seed: int = 0) -> dict[float, tuple[float, float]]:  # fmt: skip
+    """{sigma: (audio loss beside the own video, beside another clip's video)}. Text embeddings are zero-padded to
+    ``text_length`` as in training (cross-attention sees the padding, so another length is another input)."""
     rows = read_cache(cache_dir)[-clips:]
     data = [load_file(str(row.path)) for row in rows]
     partner = same_object_partner([row.text for row in rows], objects)
     texts = [d["text_embeds"] for d in data]
-    embeds, mask = pad_embeds(texts, max(len(t) for t in texts))
+    embeds, mask = pad_embeds(texts, text_length)
     generator = torch.Generator().manual_seed(seed)
     video = torch.stack([d["video"] for d in data])
     audio = torch.stack([d["audio_mean"] + d["audio_std"] * torch.randn(d["audio_std"].shape, generator=generator)
@@ -67,11 +69,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sigmas", type=float, nargs="+", default=[0.1, 0.3, 0.5, 0.7, 0.9])
     parser.add_argument("--objects", nargs="+", default=["ball", "light", "lamp", "bulb", "drum"],
                         help="words that name a clip's object (another clip must name the same)")  # fmt: skip
+    parser.add_argument("--text-length", type=int, default=TEXT_MAX_LENGTH,
+                        help="the training's data.text_max_length (the demo's by default)")
     args = parser.parse_args(argv)
     model = load_transformer(args.model, torch_dtype=torch.float32).eval()
     print("| noise level | audio loss, own picture | audio loss, another picture | difference |")
     print("|---|---|---|---|")
-    for sigma, (own, other) in audio_losses(model, args.cache, args.clips, args.sigmas, tuple(args.objects)).items():
+    for sigma, (own, other) in audio_losses(model, args.cache, args.clips, args.sigmas, tuple(args.objects),
+                                            args.text_length).items():
         print(f"| {sigma:g} | {own:.4f} | {other:.4f} | {100 * (other - own) / other:+.2f}% |")
     return 0
 

@@ -244,3 +244,32 @@ def test_picture_dependence_pairs_each_clip_with_another_of_the_same_object():
     partner = _demo_eval_module("picture_dependence").same_object_partner
     texts = ["a red ball", "a blue drum", "a green ball", "a lamp", "a yellow drum", "a ball again"]
     assert partner(texts, ("ball", "drum", "lamp")) == [2, 4, 5, 3, 1, 0]  # a lone lamp can only pair with itself
+
+
+def test_picture_dependence_pads_text_to_the_trained_length(tmp_path):
+    """Cross-attention sees the zero padding, so the loss must be taken with the text padded as in training."""
+    from types import SimpleNamespace
+
+    from safetensors.torch import save_file
+
+    from javis_core.training.cache import CACHE_COLUMNS, CACHE_MANIFEST
+    from javis_core.utils import write_csv
+
+    records = []
+    for index, tokens in enumerate((5, 7, 6)):
+        name = f"latents/{index:08d}.safetensors"
+        (tmp_path / "latents").mkdir(exist_ok=True)
+        save_file({"text_embeds": torch.randn(tokens, 8), "video": torch.randn(4, 3, 2, 2),
+                   "audio_mean": torch.randn(2, 4, 2), "audio_std": torch.zeros(2, 4, 2)}, str(tmp_path / name))  # fmt: skip
+        records.append({"latent_path": name, "text": f"a ball {index}", "num_frames": 9, "height": 32, "width": 32})
+    write_csv(tmp_path / CACHE_MANIFEST, CACHE_COLUMNS, records)
+    seen = []
+
+    def model(hidden_states, encoder_hidden_states, encoder_attention_mask, audio_hidden_states, **_):
+        seen.append((encoder_hidden_states.shape, encoder_attention_mask.sum(1).tolist(), hidden_states.clone()))
+        return SimpleNamespace(sample=torch.zeros_like(hidden_states), audio_sample=torch.zeros_like(audio_hidden_states))
+
+    losses = _demo_eval_module("picture_dependence").audio_losses(model, tmp_path, 3, [0.5], ("ball",), text_length=32)
+    (own_shape, own_tokens, own_video), (_, _, other_video) = seen
+    assert own_shape == (3, 32, 8) and own_tokens == [5, 7, 6]
+    assert not torch.equal(own_video, other_video) and set(losses) == {0.5}
