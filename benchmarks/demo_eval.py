@@ -137,10 +137,11 @@ def coupling(pipe, captions: list[dict], steps: int, draws: int = 3) -> dict:
     return {key: float(np.mean(values)) if values else None for key, values in moved.items()}
 
 
-def generate_for_picture(pipe, caption: str, picture: np.ndarray, steps: int, seed: int, shift: float | None = None):
+def generate_for_picture(pipe, caption: str, picture: np.ndarray, steps: int, seed: int, shift: float | None = None,
+                         picture_noise_scale: float = 1.0):  # fmt: skip
     """The demo-size output for ``caption`` with the video latents held to ``picture`` (uint8 (T, H, W, 3) at the
-    decoded size): after every step they are replaced by the picture's latents noised to the next step's level, as
-    in inpainting, so that only the sound is generated, for that picture."""
+    decoded size): after every step they are replaced by the picture's latents noised to the next step's level
+    (times ``picture_noise_scale``), as in inpainting, so that only the sound is generated, for that picture."""
     height, width, frames = pipe.resolve_size(DEMO_SIZE["resolution"], DEMO_SIZE["aspect_ratio"], None, None, None,
                                               len(picture))  # fmt: skip
     clean = VideoCodec(pipe.vae).encode(torch.from_numpy(picture).permute(3, 0, 1, 2)[None].float() / 127.5 - 1)
@@ -148,14 +149,16 @@ def generate_for_picture(pipe, caption: str, picture: np.ndarray, steps: int, se
     generator = torch.Generator().manual_seed(seed)
 
     def held(step: int) -> torch.Tensor:
-        return sigmas[step] * torch.randn(clean.shape, generator=generator) + (1 - sigmas[step]) * clean
+        sigma = sigmas[step] * picture_noise_scale
+        return sigma * torch.randn(clean.shape, generator=generator) + (1 - sigma) * clean
 
     return pipe(caption, num_inference_steps=steps, num_frames=frames, shift=shift, latents=held(0),
                 generator=generator, callback_on_step_end=lambda p, step, t, kw: {"latents": held(step + 1)},
                 **DEMO_SIZE)  # fmt: skip
 
 
-def sound_for_picture(pipe, captions: list[dict], steps: int, shift: float | None = None) -> dict:
+def sound_for_picture(pipe, captions: list[dict], steps: int, shift: float | None = None,
+                      picture_noise_scale: float = 1.0) -> dict:  # fmt: skip
     """Does the sound follow a given picture? For each caption a ground-truth clip of the world is rendered and its
     sound generated (:func:`generate_for_picture`); the audio onsets are compared with the clip's known events, and
     with another clip's events as the chance level."""
@@ -167,7 +170,7 @@ def sound_for_picture(pipe, captions: list[dict], steps: int, shift: float | Non
         scene = demo_world.sample_scene(rng, frames / 16, item["kind"], item["colour"], item["caption"],
                                         exclude_held_out=False)  # fmt: skip
         picture, _ = demo_world.render(scene.kind, scene.colour, scene.event_times, frames, *size)
-        out = generate_for_picture(pipe, item["caption"], picture, steps, index, shift)
+        out = generate_for_picture(pipe, item["caption"], picture, steps, index, shift, picture_noise_scale)
         onsets = sync_metric.clip_onsets(out.audio[0], 16000, frames, 16)
         rows.append({"events_s": scene.event_times, "onsets_s": onsets})
     result = {name: _timing_summary([(row["onsets_s"], rows[(i + partner) % len(rows)]["events_s"])
@@ -206,6 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=DEMO_STEPS)
     parser.add_argument("--given-picture", type=int, default=0, metavar="N",
                         help="also generate the sound of N ground-truth pictures and time it against their events")
+    parser.add_argument("--picture-noise-scale", type=float, default=1.0, metavar="S",
+                        help="--given-picture holds the picture at S x the sound's noise level (training option "
+                             "train.audio_given_video noises it to video_noise_scale x)")
     parser.add_argument("--shift", type=float, default=None, help="sampling shift (default: the pipeline's)")
     parser.add_argument("--save-dir", type=Path, default=None, help="write the generated clips here")
     parser.add_argument("--json", type=Path, default=None, help="write every clip's figures here")
@@ -213,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="also measure, on N captions, whether each modality's timing follows the other's noise")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
-    captions = demo_world.held_out_captions(args.captions)
+    captions = demo_world.held_out_captions(max(args.captions, args.given_picture, args.coupling))
     models = {"demo": None, **dict(item.split("=", 1) for item in args.compare)}
     results = {}
     pipe = load_demo_pipeline(args.model)
@@ -222,10 +228,10 @@ def main(argv: list[str] | None = None) -> int:
         if transformer is not None:  # the text encoder and codecs stay: only the transformer differs
             pipe.transformer = load_transformer(transformer, torch_dtype=torch.float32)
         save = args.save_dir / name if args.save_dir else None
-        results[name] = evaluate(pipe, captions, args.steps, save, args.shift)
+        results[name] = evaluate(pipe, captions[: args.captions], args.steps, save, args.shift)
         if args.given_picture:
             results[name]["given_picture"] = sound_for_picture(pipe, captions[: args.given_picture], args.steps,
-                                                               args.shift)  # fmt: skip
+                                                               args.shift, args.picture_noise_scale)  # fmt: skip
         if args.coupling:
             results[name]["coupling"] = coupling(pipe, captions[: args.coupling], args.steps)
         print(f"{name}: {json.dumps(results[name]['summary'])}", flush=True)

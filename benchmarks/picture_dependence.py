@@ -35,9 +35,11 @@ def same_object_partner(texts: list[str], objects: tuple[str, ...]) -> list[int]
 
 @torch.no_grad()
 def audio_losses(model, cache_dir: Path, clips: int, sigmas: list[float], objects: tuple[str, ...],
-                 text_length: int = TEXT_MAX_LENGTH, seed: int = 0) -> dict[float, tuple[float, float]]:  # fmt: skip
+                 text_length: int = TEXT_MAX_LENGTH, seed: int = 0,
+                 picture_noise_scale: float = 1.0) -> dict[float, tuple[float, float]]:  # fmt: skip
     """{sigma: (audio loss beside the own video, beside another clip's video)}. Text embeddings are zero-padded to
-    ``text_length`` as in training (cross-attention sees the padding, so another length is another input)."""
+    ``text_length`` as in training (cross-attention sees the padding, so another length is another input). The
+    video is noised to ``picture_noise_scale`` x sigma (1: the same level, as in the official training)."""
     rows = read_cache(cache_dir)[-clips:]
     data = [load_file(str(row.path)) for row in rows]
     partner = same_object_partner([row.text for row in rows], objects)
@@ -55,7 +57,7 @@ def audio_losses(model, cache_dir: Path, clips: int, sigmas: list[float], object
         losses = []
         for picture in (video, video[partner]):
             per_sample = flow_matching_losses(model, picture, audio, embeds, mask, t, video_noise, audio_noise,
-                                              rows[0].num_frames)  # fmt: skip
+                                              rows[0].num_frames, t * picture_noise_scale)  # fmt: skip
             losses.append(float(per_sample["audio"].mean()))
         results[sigma] = (losses[0], losses[1])
     return results
@@ -71,12 +73,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="words that name a clip's object (another clip must name the same)")  # fmt: skip
     parser.add_argument("--text-length", type=int, default=TEXT_MAX_LENGTH,
                         help="the training's data.text_max_length (the demo's by default)")
+    parser.add_argument("--picture-noise-scale", type=float, default=1.0, metavar="S",
+                        help="noise the video to S x the audio's level (train.audio_given_video's video_noise_scale)")
     args = parser.parse_args(argv)
     model = load_transformer(args.model, torch_dtype=torch.float32).eval()
     print("| noise level | audio loss, own picture | audio loss, another picture | difference |")
     print("|---|---|---|---|")
     for sigma, (own, other) in audio_losses(model, args.cache, args.clips, args.sigmas, tuple(args.objects),
-                                            args.text_length).items():
+                                            args.text_length, picture_noise_scale=args.picture_noise_scale).items():
         print(f"| {sigma:g} | {own:.4f} | {other:.4f} | {100 * (other - own) / other:+.2f}% |")
     return 0
 

@@ -235,6 +235,9 @@ def test_sound_for_a_given_picture_is_generated_under_that_picture(demo_pipe):
     assert demo_world.classify_kind(frames) == scene.kind and demo_world.classify_colour(frames) == scene.colour
     events = sync_metric.visual_events(frames, FPS)
     assert all(min(abs(v - e) for v in events) <= 1.01 / FPS for e in scene.event_times)
+    # a picture held clean (noise scale 0) is another input to the model than one noised with the sound
+    clean = demo_eval.generate_for_picture(demo_pipe, item["caption"], picture, steps=4, seed=0, picture_noise_scale=0)
+    assert np.array_equal(demo_eval._clip(clean)[0], frames) and not np.allclose(clean.audio[0], out.audio[0])
     result = demo_eval.sound_for_picture(demo_pipe, demo_world.held_out_captions()[:2], steps=2)
     assert set(result) == {"own_picture", "another_picture", "onsets_per_clip", "events_per_clip"}
     assert result["events_per_clip"] > 0 and result["own_picture"]["av_align"] >= 0

@@ -279,3 +279,54 @@ def test_pre_extracted_cache_trains_like_the_videos(world, stage1):
     assert any(cache.iterdir()) and len(losses(out)) == 3
     again = run_stage(world, 2, "cached_again", "av.csv", "train.max_steps=3", f"data.cache_dir={cache}")
     assert losses(again) == pytest.approx(losses(out), abs=1e-6)  # the second run reads the same cache
+
+
+class _RecordingModel(torch.nn.Module):
+    """Predicts zeros and keeps what it was given, to check how sft_step noises and weighs each modality."""
+
+    def forward(self, hidden_states, timestep, audio_hidden_states, **kwargs):
+        self.seen = {"video": hidden_states, "audio": audio_hidden_states, "timestep": timestep}
+        return type("Out", (), {"sample": torch.zeros_like(hidden_states),
+                                "audio_sample": torch.zeros_like(audio_hidden_states)})()  # fmt: skip
+
+
+def test_clearer_picture_noises_the_video_less_and_trains_only_the_audio_there(world):
+    from javis_core.training.objective import add_noise, clearer_picture, flow_matching_losses
+
+    timesteps = torch.tensor([800.0, 500.0, 200.0])
+    video_t, chosen = clearer_picture(timesteps, 1.0, 0.1)
+    assert chosen.all() and torch.allclose(video_t, timesteps * 0.1)
+    video_t, chosen = clearer_picture(timesteps, 0.0, 0.1)
+    assert not chosen.any() and torch.equal(video_t, timesteps)
+    half = clearer_picture(torch.full((4000,), 500.0), 0.3, 0.5, torch.Generator().manual_seed(0))[1]
+    assert 0.27 < half.float().mean() < 0.33
+
+    model = _RecordingModel()
+    video, audio = torch.ones(3, 4, 2, 2, 2), torch.ones(3, 8, 4, 4)
+    video_noise, audio_noise = torch.randn_like(video), torch.randn_like(audio)
+    args = (video, audio, torch.zeros(3, 5, 8), torch.ones(3, 5), timesteps, video_noise, audio_noise, 5)
+    flow_matching_losses(model, *args, video_timesteps=timesteps * 0.1)
+    assert torch.allclose(model.seen["video"], add_noise(video, video_noise, timesteps * 0.1))
+    assert torch.allclose(model.seen["audio"], add_noise(audio, audio_noise, timesteps))
+    assert torch.equal(model.seen["timestep"], timesteps)  # the model is told the audio's level
+
+    config = train.load_config(CONFIGS / "tiny_stage2.yaml", [f"model.pretrained={world}", f"data.manifest={world}"])
+    inputs = {"video": video, "audio": audio, "embeds": torch.zeros(3, 5, 8), "mask": torch.ones(3, 5)}
+    negative = (torch.zeros(1, 5, 8), torch.ones(1, 5))
+    config["train"]["cfg_dropout"] = 0.0
+    _, metrics = train.sft_step(model, inputs, negative, (16, 16, 5), config, stage=2)
+    assert metrics["loss_video"] > 0.5 and metrics["loss_audio"] > 0.5  # off by default: both modalities count
+    config["train"]["audio_given_video"] = {"probability": 1.0, "video_noise_scale": 0.1}
+    _, metrics = train.sft_step(model, inputs, negative, (16, 16, 5), config, stage=2)
+    assert metrics["loss_video"] == 0.0 and metrics["loss_audio"] > 0.5
+    level = model.seen["timestep"].view(-1, 1, 1, 1, 1) / 1000 * 0.1  # video noised to a tenth of the audio's level
+    implied_noise = (model.seen["video"] - (1 - level) * video) / level
+    assert 0.6 < implied_noise.std() < 1.5  # unit noise; at the audio's level this would be about 0.1
+
+    with pytest.raises(ValueError, match=r"train.audio_given_video.probability must be a number in \[0, 1\], got 1.5"):
+        train.load_config(CONFIGS / "tiny_stage2.yaml", [f"model.pretrained={world}", f"data.manifest={world}",
+                                                          "train.audio_given_video.probability=1.5"])  # fmt: skip
+    typo = r"takes probability and video_noise_scale, got \['probability', 'probabilty', 'video_noise_scale'\]"
+    with pytest.raises(ValueError, match=typo):
+        train.load_config(CONFIGS / "tiny_stage2.yaml", [f"model.pretrained={world}", f"data.manifest={world}",
+                                                          "train.audio_given_video.probabilty=0.5"])  # fmt: skip

@@ -52,6 +52,7 @@ from javis_core.training.data import (  # noqa: E402
 from javis_core.training.dpo import av_dpo_loss  # noqa: E402
 from javis_core.training.objective import (  # noqa: E402
     cfg_dropout,
+    clearer_picture,
     flow_matching_losses,
     sample_timesteps,
     total_loss,
@@ -114,6 +115,9 @@ DEFAULTS: dict = {
         "ema_decay": 0.99,
         "cfg_dropout": 0.1,
         "shift_scale": 5.0,
+        # Stage 2, demo-scale aid (not in the official recipe): with this probability a sample's video is noised
+        # to video_noise_scale x the audio's level and only its audio loss counts (objective.clearer_picture).
+        "audio_given_video": {"probability": 0.0, "video_noise_scale": 0.1},
         "checkpoint_every": 1000,
         "checkpoints_total_limit": None,
         "log_every": 1,
@@ -159,6 +163,12 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> dict:
         node[leaf] = value
     if config["stage"] not in (0, 1, 2, 3):
         raise ValueError(f"stage must be 0 (video base), 1, 2 or 3, got {config['stage']!r}")
+    given = config["train"]["audio_given_video"]
+    if set(given) != set(DEFAULTS["train"]["audio_given_video"]):
+        raise ValueError(f"train.audio_given_video takes probability and video_noise_scale, got {sorted(given)}")
+    for key, value in given.items():
+        if not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            raise ValueError(f"train.audio_given_video.{key} must be a number in [0, 1], got {value!r}")
     for section, key in (("model", "pretrained"), ("data", "manifest")):
         if not config[section][key]:
             raise ValueError(f"config {path}: {section}.{key} is required")
@@ -278,7 +288,14 @@ def sft_step(model, inputs: dict, negative: tuple, bucket: tuple, config: dict, 
     embeds, mask, _ = cfg_dropout(inputs["embeds"], inputs["mask"], *negative, config["train"]["cfg_dropout"])
     video_noise = torch.randn_like(video) if video is not None else None
     audio_noise = torch.randn_like(audio) if audio is not None else None
-    losses = flow_matching_losses(model, video, audio, embeds, mask, timesteps, video_noise, audio_noise, num_frames)
+    video_timesteps, picture_only = None, None
+    given = config["train"]["audio_given_video"]
+    if video is not None and audio is not None and given["probability"] > 0:
+        video_timesteps, picture_only = clearer_picture(timesteps, given["probability"], given["video_noise_scale"])
+    losses = flow_matching_losses(model, video, audio, embeds, mask, timesteps, video_noise, audio_noise, num_frames,
+                                  video_timesteps)  # fmt: skip
+    if picture_only is not None:  # the model was told the audio's level: its video prediction is not trained there
+        losses["video"] = losses["video"] * (~picture_only)
     loss = total_loss(losses)
     return loss, {f"loss_{k}": v.detach().mean().item() for k, v in losses.items()}
 

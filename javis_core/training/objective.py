@@ -69,9 +69,14 @@ def flow_matching_losses(
     video_noise: torch.Tensor | None,
     audio_noise: torch.Tensor | None,
     num_frames: int,
+    video_timesteps: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Per-sample losses {"video": (B,), "audio": (B,)} for the modalities given (None ones are left out)."""
-    noisy_video = add_noise(video, video_noise, timesteps) if video is not None else None
+    """Per-sample losses {"video": (B,), "audio": (B,)} for the modalities given (None ones are left out).
+
+    ``video_timesteps`` noises the video to other levels than ``timesteps`` (the model is still told ``timesteps``);
+    by default both modalities share them, as in the official training."""
+    video_level = timesteps if video_timesteps is None else video_timesteps
+    noisy_video = add_noise(video, video_noise, video_level) if video is not None else None
     noisy_audio = add_noise(audio, audio_noise, timesteps) if audio is not None else None
     out = model(
         hidden_states=noisy_video,
@@ -87,6 +92,15 @@ def flow_matching_losses(
     if audio is not None:
         losses["audio"] = per_sample_mse(out.audio_sample, audio_noise - audio)
     return losses
+
+
+def clearer_picture(
+    timesteps: torch.Tensor, probability: float, video_noise_scale: float, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(video timesteps, chosen): with ``probability`` a sample's video is noised to ``video_noise_scale`` times its
+    audio's level, so that the audio learns to read the timing of a picture that is further along than itself."""
+    chosen = torch.rand(timesteps.shape[0], generator=generator, device=timesteps.device) < probability
+    return torch.where(chosen, timesteps * video_noise_scale, timesteps), chosen
 
 
 def total_loss(losses: dict[str, torch.Tensor]) -> torch.Tensor:
