@@ -270,7 +270,8 @@ def test_picture_dependence_pads_text_to_the_trained_length(tmp_path):
 
     def model(hidden_states, encoder_hidden_states, encoder_attention_mask, audio_hidden_states, **_):
         seen.append((encoder_hidden_states.shape, encoder_attention_mask.sum(1).tolist(), hidden_states.clone()))
-        return SimpleNamespace(sample=torch.zeros_like(hidden_states), audio_sample=torch.zeros_like(audio_hidden_states))
+        zeros = torch.zeros_like
+        return SimpleNamespace(sample=zeros(hidden_states), audio_sample=zeros(audio_hidden_states))
 
     losses = _demo_eval_module("picture_dependence").audio_losses(model, tmp_path, 3, [0.5], ("ball",), text_length=32)
     (own_shape, own_tokens, own_video), (_, _, other_video) = seen

@@ -13,6 +13,7 @@ import math
 import re
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -286,8 +287,8 @@ class _RecordingModel(torch.nn.Module):
 
     def forward(self, hidden_states, timestep, audio_hidden_states, **kwargs):
         self.seen = {"video": hidden_states, "audio": audio_hidden_states, "timestep": timestep}
-        return type("Out", (), {"sample": torch.zeros_like(hidden_states),
-                                "audio_sample": torch.zeros_like(audio_hidden_states)})()  # fmt: skip
+        zeros = torch.zeros_like
+        return SimpleNamespace(sample=zeros(hidden_states), audio_sample=zeros(audio_hidden_states))
 
 
 def test_clearer_picture_noises_the_video_less_and_trains_only_the_audio_there(world):
