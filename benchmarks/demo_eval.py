@@ -7,7 +7,13 @@
 For each caption of ``demo_world.held_out_captions`` (strings never used in training) one 2 s 240p landscape clip
 is generated (seed = caption index) and read back with ``demo_world.classify_clip`` (object kind, colour, sound;
 chance 1/3, 1/4, 1/3) and ``sync_metric`` (mean audio-minus-picture offset of matched events, AV-Align). Also
-reported: the wall time of each pipeline call (text encoding, sampling, decoding) on this machine.
+reported: the wall time of each pipeline call (text encoding, sampling, decoding) on this machine, and the audio
+onsets and visual events the metric finds per clip.
+
+The last row of the table is the reference: the world's own clips for the same captions, encoded and decoded by the
+demo codecs, read back the same way. It is what a perfect transformer would score, and its visual events per clip
+(beside the world's true count) show how many events a clean picture has; many more in generated clips mean a
+picture that flickers.
 
 ``--coupling N`` also asks whether the timing of one modality depends on the other: for N captions it holds the
 audio noise and changes the video noise (and the other way round), and reports how far the audio onsets and the
@@ -33,17 +39,51 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from javis_core import demo_world, sync_metric  # noqa: E402
+from javis_core.audio_codec import AudioCodec, mel_frames_for, num_audio_samples  # noqa: E402
 from javis_core.checkpoints import load_transformer  # noqa: E402
 from javis_core.demo_model import DEMO_DIR, DEMO_SIZE, DEMO_STEPS, load_demo_pipeline  # noqa: E402
 from javis_core.media import write_video  # noqa: E402
 from javis_core.video_codec import VideoCodec  # noqa: E402
 
 CHANCE = {"kind": 1 / 3, "colour": 1 / 4, "sound": 1 / 3, "all": 1 / 36}
+WORLD = "world, through the codecs"
 
 
 def _clip(out) -> tuple[np.ndarray, np.ndarray]:
     """The first clip of a pipeline output as uint8 frames (T, H, W, 3) and its waveform."""
     return (np.clip(out.frames[0], 0, 1) * 255).round().astype(np.uint8), out.audio[0]
+
+
+def _clip_row(item: dict, frames: np.ndarray, audio: np.ndarray, seconds: float) -> dict:
+    """What one clip for ``item`` is read back as: kind, colour and sound right or not, and its timing."""
+    found = demo_world.classify_clip(frames, audio)
+    report = sync_metric.measure(frames, 16, audio, 16000)
+    row = {
+        "caption": item["caption"], "seconds": seconds,
+        "kind": found["kind"] == item["kind"], "colour": found["colour"] == item["colour"],
+        "sound": found.get("sound") == demo_world.SOUNDS[item["kind"]],
+        "offset_ms": report.mean_offset_ms, "abs_offset_ms": report.mean_abs_offset_ms, "av_align": report.av_align,
+        "onsets_s": report.audio_onsets_s, "events_s": report.visual_events_s,
+    }  # fmt: skip
+    row["all"] = row["kind"] and row["colour"] and row["sound"]
+    return row
+
+
+def summarize(rows: list[dict]) -> dict:
+    offsets = [r["abs_offset_ms"] for r in rows if r["abs_offset_ms"] is not None]
+    signed = [r["offset_ms"] for r in rows if r["offset_ms"] is not None]
+    summary = {f"acc_{key}": float(np.mean([r[key] for r in rows])) for key in ("kind", "colour", "sound", "all")}
+    summary.update(
+        mean_abs_offset_ms=float(np.mean(offsets)) if offsets else None,
+        mean_offset_ms=float(np.mean(signed)) if signed else None,
+        av_align=float(np.mean([r["av_align"] for r in rows])),
+        clips_with_events=len(offsets),
+        onsets_per_clip=float(np.mean([len(r["onsets_s"]) for r in rows])),
+        events_per_clip=float(np.mean([len(r["events_s"]) for r in rows])),
+        seconds_per_clip=float(np.median([r["seconds"] for r in rows[1:] or rows])),  # the first call warms up
+    )
+    summary["shuffled"] = shuffled_baseline(rows)
+    return summary
 
 
 def evaluate(pipe, captions: list[dict], steps: int, save_dir: Path | None = None, shift: float | None = None) -> dict:
@@ -54,31 +94,41 @@ def evaluate(pipe, captions: list[dict], steps: int, save_dir: Path | None = Non
                    generator=torch.Generator().manual_seed(index), **DEMO_SIZE)  # fmt: skip
         seconds = time.perf_counter() - started
         frames, audio = _clip(out)
-        found = demo_world.classify_clip(frames, audio)
-        report = sync_metric.measure(frames, 16, audio, 16000)
         if save_dir is not None:
             save_dir.mkdir(parents=True, exist_ok=True)
             write_video(save_dir / f"{index:02d}.mp4", frames, fps=16, audio=audio)
-        rows.append({
-            "caption": item["caption"], "seconds": seconds,
-            "kind": found["kind"] == item["kind"], "colour": found["colour"] == item["colour"],
-            "sound": found.get("sound") == demo_world.SOUNDS[item["kind"]],
-            "offset_ms": report.mean_offset_ms, "abs_offset_ms": report.mean_abs_offset_ms, "av_align": report.av_align,
-            "onsets_s": report.audio_onsets_s, "events_s": report.visual_events_s,
-        })  # fmt: skip
-    for row in rows:
-        row["all"] = row["kind"] and row["colour"] and row["sound"]
-    offsets = [r["abs_offset_ms"] for r in rows if r["abs_offset_ms"] is not None]
-    signed = [r["offset_ms"] for r in rows if r["offset_ms"] is not None]
-    summary = {f"acc_{key}": float(np.mean([r[key] for r in rows])) for key in ("kind", "colour", "sound", "all")}
-    summary.update(
-        mean_abs_offset_ms=float(np.mean(offsets)) if offsets else None,
-        mean_offset_ms=float(np.mean(signed)) if signed else None,
-        av_align=float(np.mean([r["av_align"] for r in rows])),
-        clips_with_events=len(offsets),
-        seconds_per_clip=float(np.median([r["seconds"] for r in rows[1:] or rows])),  # the first call warms up
-    )
-    summary["shuffled"] = shuffled_baseline(rows)
+        rows.append(_clip_row(item, frames, audio, seconds))
+    return {"summary": summarize(rows), "clips": rows}
+
+
+def _world_clip(pipe, item: dict, index: int) -> tuple[demo_world.Scene, np.ndarray, np.ndarray]:
+    """A ground-truth clip of the world for ``item`` at the demo size (the scene drawn with seed ``index``)."""
+    height, width, frames = pipe.resolve_size(DEMO_SIZE["resolution"], DEMO_SIZE["aspect_ratio"], None, None, 2, None)
+    size = VideoCodec(pipe.vae).decoded_size(height, width)
+    scene = demo_world.sample_scene(np.random.default_rng(index), frames / 16, item["kind"], item["colour"],
+                                    item["caption"], exclude_held_out=False)  # fmt: skip
+    picture, sound = demo_world.render(scene.kind, scene.colour, scene.event_times, frames, *size)
+    return scene, picture, sound
+
+
+def world_through_codecs(pipe, captions: list[dict]) -> dict:
+    """The reference a transformer is measured against: for each caption a clip of the world itself, through the
+    video and audio codecs (encoded and decoded, as a perfect transformer's output would be), read back like a
+    generated clip. Its offsets show how well the metric can time this world's clips after the codecs; its visual
+    events per clip, next to the world's true count, show how many events a clean picture has."""
+    video, audio = VideoCodec(pipe.vae), AudioCodec(pipe.audio_vae, pipe.vocoder)
+    rows, true_events = [], []
+    for index, item in enumerate(captions):
+        scene, picture, sound = _world_clip(pipe, item, index)
+        latents = video.encode(torch.from_numpy(picture).permute(3, 0, 1, 2)[None].float() / 127.5 - 1)
+        frames = (((video.decode(latents)[0].permute(1, 2, 3, 0) + 1) * 127.5).clamp(0, 255).round().byte().numpy())
+        waveform = torch.from_numpy(sound)[None]
+        latents = audio.encode(waveform, sample_posterior=False, num_mel_frames=mel_frames_for(len(picture)))
+        decoded = audio.decode(latents, num_audio_samples(len(picture)))[0].numpy()
+        rows.append(_clip_row(item, frames, decoded, 0.0))
+        true_events.append(len(scene.event_times))
+    summary = summarize(rows)
+    summary["true_events_per_clip"] = float(np.mean(true_events))
     return {"summary": summary, "clips": rows}
 
 
@@ -162,16 +212,11 @@ def sound_for_picture(pipe, captions: list[dict], steps: int, shift: float | Non
     """Does the sound follow a given picture? For each caption a ground-truth clip of the world is rendered and its
     sound generated (:func:`generate_for_picture`); the audio onsets are compared with the clip's known events, and
     with another clip's events as the chance level."""
-    height, width, frames = pipe.resolve_size(DEMO_SIZE["resolution"], DEMO_SIZE["aspect_ratio"], None, None, 2, None)
-    size = VideoCodec(pipe.vae).decoded_size(height, width)
     rows = []
     for index, item in enumerate(captions):
-        rng = np.random.default_rng(index)
-        scene = demo_world.sample_scene(rng, frames / 16, item["kind"], item["colour"], item["caption"],
-                                        exclude_held_out=False)  # fmt: skip
-        picture, _ = demo_world.render(scene.kind, scene.colour, scene.event_times, frames, *size)
+        scene, picture, _ = _world_clip(pipe, item, index)
         out = generate_for_picture(pipe, item["caption"], picture, steps, index, shift, picture_noise_scale)
-        onsets = sync_metric.clip_onsets(out.audio[0], 16000, frames, 16)
+        onsets = sync_metric.clip_onsets(out.audio[0], 16000, len(picture), 16)
         rows.append({"events_s": scene.event_times, "onsets_s": onsets})
     result = {name: _timing_summary([(row["onsets_s"], rows[(i + partner) % len(rows)]["events_s"])
                                      for i, row in enumerate(rows)])
@@ -182,21 +227,27 @@ def sound_for_picture(pipe, captions: list[dict], steps: int, shift: float | Non
 
 
 def table(results: dict[str, dict]) -> str:
-    head = ("| model | kind | colour | sound | all three | mean abs offset (ms) | mean offset (ms) | AV-Align | "
-            "clips with events | s / clip |")  # fmt: skip
+    head = ("| clips | kind | colour | sound | all three | mean abs offset (ms) | mean offset (ms) | AV-Align | "
+            "clips with events | onsets / clip | visual events / clip | s / clip |")  # fmt: skip
     lines = [head, "|---" * (head.count("|") - 1) + "|"]
     fmt = lambda v: "n/a" if v is None else f"{v:.0f}"  # noqa: E731
+
+    def timing(s: dict) -> str:
+        return (f"{fmt(s['mean_abs_offset_ms'])} | {fmt(s['mean_offset_ms'])} | {s['av_align']:.2f} | "
+                f"{s['clips_with_events']} |")  # fmt: skip
+
     for name, result in results.items():
-        s = result["summary"]
+        s, b = result["summary"], result["summary"]["shuffled"]
+        seconds = f"{s['seconds_per_clip']:.1f}" if s["seconds_per_clip"] else ""
         lines.append(f"| {name} | {s['acc_kind']:.0%} | {s['acc_colour']:.0%} | {s['acc_sound']:.0%} | "
-                     f"{s['acc_all']:.0%} | {fmt(s['mean_abs_offset_ms'])} | {fmt(s['mean_offset_ms'])} | "
-                     f"{s['av_align']:.2f} | {s['clips_with_events']} | {s['seconds_per_clip']:.1f} |")  # fmt: skip
-    name, result = next(iter(results.items()))
-    b = result["summary"]["shuffled"]
-    lines.append(f"| {name}, picture vs another clip's sound | | | | | {fmt(b['mean_abs_offset_ms'])} | "
-                 f"{fmt(b['mean_offset_ms'])} | {b['av_align']:.2f} | {b['clips_with_events']} | |")  # fmt: skip
+                     f"{s['acc_all']:.0%} | {timing(s)} {s['onsets_per_clip']:.1f} | {s['events_per_clip']:.1f} | "
+                     f"{seconds} |")  # fmt: skip
+        lines.append(f"| {name}, picture vs another clip's sound | | | | | {timing(b)} | | |")
     lines.append(f"| chance | {CHANCE['kind']:.0%} | {CHANCE['colour']:.0%} | {CHANCE['sound']:.0%} | "
-                 f"{CHANCE['all']:.0%} | | | | | |")  # fmt: skip
+                 f"{CHANCE['all']:.0%} | | | | | | | |")  # fmt: skip
+    world = next((r["summary"] for r in results.values() if "true_events_per_clip" in r["summary"]), None)
+    if world is not None:
+        lines.append(f"\nThe world's clips have {world['true_events_per_clip']:.1f} events each.")
     return "\n".join(lines)
 
 
@@ -235,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.coupling:
             results[name]["coupling"] = coupling(pipe, captions[: args.coupling], args.steps)
         print(f"{name}: {json.dumps(results[name]['summary'])}", flush=True)
+    results[WORLD] = world_through_codecs(pipe, captions[: args.captions])
     print(table(results))
     for name, result in results.items():
         if "given_picture" in result:

@@ -243,6 +243,24 @@ def test_sound_for_a_given_picture_is_generated_under_that_picture(demo_pipe):
     assert result["events_per_clip"] > 0 and result["own_picture"]["av_align"] >= 0
 
 
+def test_world_through_the_codecs_is_the_reference_row_of_the_table(demo_pipe):
+    demo_eval = _demo_eval_module()
+    captions = demo_world.held_out_captions()[:3]  # a ball, a light and a drum
+    world = demo_eval.world_through_codecs(demo_pipe, captions)
+    summary = world["summary"]
+    scenes = [demo_eval._world_clip(demo_pipe, item, index)[0] for index, item in enumerate(captions)]
+    assert summary["true_events_per_clip"] == pytest.approx(np.mean([len(s.event_times) for s in scenes]))
+    # the world's own clips survive the codecs: read back right, and timed far closer than against another clip
+    assert summary["acc_all"] == 1.0 and summary["clips_with_events"] == 3
+    assert summary["mean_abs_offset_ms"] < 80 < summary["shuffled"]["mean_abs_offset_ms"]
+    assert abs(summary["events_per_clip"] - summary["true_events_per_clip"]) <= 1
+    for row, scene in zip(world["clips"], scenes):  # every true event is found in the decoded picture
+        assert all(min(abs(v - e) for v in row["events_s"]) <= 1.01 / FPS for e in scene.event_times)
+    text = demo_eval.table({demo_eval.WORLD: world})
+    assert f"| {demo_eval.WORLD} | 100% | 100% | 100% | 100% |" in text
+    assert f"have {summary['true_events_per_clip']:.1f} events each" in text
+
+
 def test_picture_dependence_pairs_each_clip_with_another_of_the_same_object():
     partner = _demo_eval_module("picture_dependence").same_object_partner
     texts = ["a red ball", "a blue drum", "a green ball", "a lamp", "a yellow drum", "a ball again"]
