@@ -49,9 +49,14 @@ CHANCE = {"kind": 1 / 3, "colour": 1 / 4, "sound": 1 / 3, "all": 1 / 36}
 WORLD = "world, through the codecs"
 
 
+def _uint8(frames: np.ndarray) -> np.ndarray:
+    """Frames in [0, 1] as the uint8 frames a saved clip has."""
+    return (np.clip(frames, 0, 1) * 255).round().astype(np.uint8)
+
+
 def _clip(out) -> tuple[np.ndarray, np.ndarray]:
     """The first clip of a pipeline output as uint8 frames (T, H, W, 3) and its waveform."""
-    return (np.clip(out.frames[0], 0, 1) * 255).round().astype(np.uint8), out.audio[0]
+    return _uint8(out.frames[0]), out.audio[0]
 
 
 def _clip_row(item: dict, frames: np.ndarray, audio: np.ndarray, seconds: float) -> dict:
@@ -121,10 +126,11 @@ def world_through_codecs(pipe, captions: list[dict]) -> dict:
     for index, item in enumerate(captions):
         scene, picture, sound = _world_clip(pipe, item, index)
         latents = video.encode(torch.from_numpy(picture).permute(3, 0, 1, 2)[None].float() / 127.5 - 1)
-        frames = (((video.decode(latents)[0].permute(1, 2, 3, 0) + 1) * 127.5).clamp(0, 255).round().byte().numpy())
-        waveform = torch.from_numpy(sound)[None]
-        latents = audio.encode(waveform, sample_posterior=False, num_mel_frames=mel_frames_for(len(picture)))
-        decoded = audio.decode(latents, num_audio_samples(len(picture)))[0].numpy()
+        audio_latents = audio.encode(torch.from_numpy(sound)[None], sample_posterior=False,
+                                     num_mel_frames=mel_frames_for(len(picture)))  # fmt: skip
+        # decoded by the pipeline's own decoders, as its generated clips are
+        frames = _uint8(pipe.decode_video(latents)[0].numpy())
+        decoded = pipe.decode_audio(audio_latents, num_audio_samples(len(picture)))[0].numpy()
         rows.append(_clip_row(item, frames, decoded, 0.0))
         true_events.append(len(scene.event_times))
     summary = summarize(rows)
