@@ -94,6 +94,14 @@ def build_demo(studio: Studio) -> gr.Blocks:
         paths = [None if p is None else str(p) for p in (result.video, result.audio, result.download)]
         return *paths, result.settings, settings.seed
 
+    def check_settings(*values) -> None:
+        """Reject bad input (the values ``generate`` takes) before the generation starts: the error of an event
+        without outputs is a message only, so the result on show is not covered by the error state of every output."""
+        try:
+            GenerationSettings.from_ui(*values)
+        except StudioError as error:
+            raise gr.Error(_as_html(error), print_exception=False) from None
+
     if spaces is not None:
 
         def gpu_seconds(prompt, negative_prompt, mode, duration, resolution, aspect_ratio, guidance,
@@ -220,8 +228,9 @@ def build_demo(studio: Studio) -> gr.Blocks:
                         api_visibility="private", queue=False)  # fmt: skip
         inputs = [prompt, negative, mode, duration, resolution, aspect, guidance, audio_guidance, link, steps,
                   shift, seed, randomize]  # fmt: skip
-        job = run.click(generate, inputs, [video, audio, download, settings, seed], api_name="generate",
-                        concurrency_limit=1, concurrency_id="gpu")  # fmt: skip
+        checked = run.click(check_settings, inputs, None, api_visibility="private")
+        job = checked.success(generate, inputs, [video, audio, download, settings, seed], api_name="generate",
+                              concurrency_limit=1, concurrency_id="gpu")  # fmt: skip
         job.success(remember, [video, audio, settings, history], [history, gallery, all_files],
                     api_visibility="private")  # fmt: skip
         job.then(studio.models.status_markdown, None, status, api_visibility="private")
@@ -233,8 +242,8 @@ def build_demo(studio: Studio) -> gr.Blocks:
         model_choice.change(select_model, model_choice, [status, duration, steps, resolution, aspect],
                             api_visibility="private")  # fmt: skip
         demo.unload(forget_session)
-    demo.handlers = {"generate": generate, "cancel": cancel, "remember": remember, "show": show_from_history,
-                     "select_model": select_model}  # fmt: skip
+    demo.handlers = {"check": check_settings, "generate": generate, "cancel": cancel, "remember": remember,
+                     "show": show_from_history, "select_model": select_model}  # fmt: skip
     return demo
 
 

@@ -112,9 +112,15 @@ def test_aspect_choices_show_width_by_height():
 # ------------------------------------------------------------------------------------------- handlers
 def test_bad_input_is_a_gr_error_before_loading(tmp_path):
     studio = Studio(ModelManager(ModelConfig(model=str(tmp_path / "absent"), device="cpu")), tmp_path)
-    generate = app.build_demo(studio).handlers["generate"]
+    handlers = app.build_demo(studio).handlers
     with pytest.raises(gr.Error, match="Duration \\(s\\) must be a number from 2 to 5"):
-        generate(*ui_values(duration=9))
+        handlers["generate"](*ui_values(duration=9))
+    # the page checks first, in an event without outputs, so the error does not cover the result on show
+    with pytest.raises(gr.Error, match="Duration \\(s\\) must be a number from 2 to 5"):
+        handlers["check"](*ui_values(duration=9))
+    with pytest.raises(gr.Error, match="Prompt is empty"):
+        handlers["check"](*ui_values(prompt="  "))
+    assert handlers["check"](*ui_values()) is None
     assert not studio.models.loaded and "loads on the first Generate" in studio.models.status_markdown()
 
 
