@@ -22,7 +22,9 @@ onsets when only the video noise changes; one that times its sound on its own ke
 
 ``--given-picture N`` asks it more directly: for N captions a ground-truth clip of the world is rendered, the video
 latents are held to it while the sound is generated, and the onsets are timed against the clip's known events (and
-against another clip's events, the chance level). ``--shift`` changes the sampling shift of every generation.
+against another clip's events, the chance level). ``--given-sound N`` is its mirror image: the audio latents are
+held to the world's sound while the picture is generated, and the picture's visual events are timed against the
+sound's known events. ``--shift`` changes the sampling shift of every generation.
 """
 
 from __future__ import annotations
@@ -193,6 +195,16 @@ def coupling(pipe, captions: list[dict], steps: int, draws: int = 3) -> dict:
     return {key: float(np.mean(values)) if values else None for key, values in moved.items()}
 
 
+def _held(clean: torch.Tensor, sigmas: list[float], noise_scale: float, generator: torch.Generator):
+    """Latents of ``clean`` noised to ``noise_scale`` x the sampler's level before step ``step``."""
+
+    def held(step: int) -> torch.Tensor:
+        sigma = sigmas[step] * noise_scale
+        return sigma * torch.randn(clean.shape, generator=generator) + (1 - sigma) * clean
+
+    return held
+
+
 def generate_for_picture(pipe, caption: str, picture: np.ndarray, steps: int, seed: int, shift: float | None = None,
                          picture_noise_scale: float = 1.0):  # fmt: skip
     """The demo-size output for ``caption`` with the video latents held to ``picture`` (uint8 (T, H, W, 3) at the
@@ -201,16 +213,27 @@ def generate_for_picture(pipe, caption: str, picture: np.ndarray, steps: int, se
     height, width, frames = pipe.resolve_size(DEMO_SIZE["resolution"], DEMO_SIZE["aspect_ratio"], None, None, None,
                                               len(picture))  # fmt: skip
     clean = VideoCodec(pipe.vae).encode(torch.from_numpy(picture).permute(3, 0, 1, 2)[None].float() / 127.5 - 1)
-    sigmas = pipe.sampling_sigmas(steps, height, width, frames, shift) + [0.0]
     generator = torch.Generator().manual_seed(seed)
-
-    def held(step: int) -> torch.Tensor:
-        sigma = sigmas[step] * picture_noise_scale
-        return sigma * torch.randn(clean.shape, generator=generator) + (1 - sigma) * clean
-
+    held = _held(clean, pipe.sampling_sigmas(steps, height, width, frames, shift) + [0.0], picture_noise_scale,
+                 generator)  # fmt: skip
     return pipe(caption, num_inference_steps=steps, num_frames=frames, shift=shift, latents=held(0),
                 generator=generator, callback_on_step_end=lambda p, step, t, kw: {"latents": held(step + 1)},
                 **DEMO_SIZE)  # fmt: skip
+
+
+def generate_for_sound(pipe, caption: str, sound: np.ndarray, num_frames: int, steps: int, seed: int,
+                       shift: float | None = None, sound_noise_scale: float = 1.0):  # fmt: skip
+    """The mirror image of :func:`generate_for_picture`: the audio latents are held to ``sound`` (a 16 kHz
+    waveform as long as ``num_frames`` at 16 fps) while the picture is generated."""
+    height, width, frames = pipe.resolve_size(DEMO_SIZE["resolution"], DEMO_SIZE["aspect_ratio"], None, None, None,
+                                              num_frames)  # fmt: skip
+    clean = AudioCodec(pipe.audio_vae, pipe.vocoder).encode(torch.from_numpy(sound)[None])
+    generator = torch.Generator().manual_seed(seed)
+    held = _held(clean, pipe.sampling_sigmas(steps, height, width, frames, shift) + [0.0], sound_noise_scale,
+                 generator)  # fmt: skip
+    return pipe(caption, num_inference_steps=steps, num_frames=frames, shift=shift, audio_latents=held(0),
+                generator=generator, callback_on_step_end=lambda p, step, t, kw: {"audio_latents": held(step + 1)},
+                callback_on_step_end_tensor_inputs=["audio_latents"], **DEMO_SIZE)  # fmt: skip
 
 
 def sound_for_picture(pipe, captions: list[dict], steps: int, shift: float | None = None,
@@ -228,6 +251,25 @@ def sound_for_picture(pipe, captions: list[dict], steps: int, shift: float | Non
                                      for i, row in enumerate(rows)])
               for name, partner in (("own_picture", 0), ("another_picture", _partner_step(len(rows))))}  # fmt: skip
     result["onsets_per_clip"] = float(np.mean([len(r["onsets_s"]) for r in rows]))
+    result["events_per_clip"] = float(np.mean([len(r["events_s"]) for r in rows]))
+    return result
+
+
+def picture_for_sound(pipe, captions: list[dict], steps: int, shift: float | None = None,
+                      sound_noise_scale: float = 1.0) -> dict:  # fmt: skip
+    """Does the picture follow a given sound? For each caption the world's sound is rendered and a picture generated
+    for it (:func:`generate_for_sound`); the picture's visual events are compared with the sound's known events,
+    and with another clip's events as the chance level."""
+    rows = []
+    for index, item in enumerate(captions):
+        scene, picture, sound = _world_clip(pipe, item, index)
+        out = generate_for_sound(pipe, item["caption"], sound, len(picture), steps, index, shift, sound_noise_scale)
+        events = sync_metric.visual_events(_clip(out)[0], 16)
+        rows.append({"events_s": scene.event_times, "visual_events_s": events})
+    result = {name: _timing_summary([(rows[(i + partner) % len(rows)]["events_s"], row["visual_events_s"])
+                                     for i, row in enumerate(rows)])
+              for name, partner in (("own_sound", 0), ("another_sound", _partner_step(len(rows))))}  # fmt: skip
+    result["visual_events_per_clip"] = float(np.mean([len(r["visual_events_s"]) for r in rows]))
     result["events_per_clip"] = float(np.mean([len(r["events_s"]) for r in rows]))
     return result
 
@@ -269,6 +311,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--picture-noise-scale", type=float, default=1.0, metavar="S",
                         help="--given-picture holds the picture at S x the sound's noise level (training option "
                              "train.audio_given_video noises it to video_noise_scale x)")
+    parser.add_argument("--given-sound", type=int, default=0, metavar="N",
+                        help="also generate the picture of N ground-truth sounds and time its events against theirs")
+    parser.add_argument("--sound-noise-scale", type=float, default=1.0, metavar="S",
+                        help="--given-sound holds the sound at S x the picture's noise level")
     parser.add_argument("--shift", type=float, default=None, help="sampling shift (default: the pipeline's)")
     parser.add_argument("--save-dir", type=Path, default=None, help="write the generated clips here")
     parser.add_argument("--json", type=Path, default=None, help="write every clip's figures here")
@@ -276,7 +322,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="also measure, on N captions, whether each modality's timing follows the other's noise")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
-    captions = demo_world.held_out_captions(max(args.captions, args.given_picture, args.coupling))
+    captions = demo_world.held_out_captions(max(args.captions, args.given_picture, args.given_sound,
+                                                args.coupling))
     models = {"demo": None, **dict(item.split("=", 1) for item in args.compare)}
     results = {}
     pipe = load_demo_pipeline(args.model)
@@ -289,6 +336,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.given_picture:
             results[name]["given_picture"] = sound_for_picture(pipe, captions[: args.given_picture], args.steps,
                                                                args.shift, args.picture_noise_scale)  # fmt: skip
+        if args.given_sound:
+            results[name]["given_sound"] = picture_for_sound(pipe, captions[: args.given_sound], args.steps, args.shift,
+                                                             args.sound_noise_scale)  # fmt: skip
         if args.coupling:
             results[name]["coupling"] = coupling(pipe, captions[: args.coupling], args.steps)
         print(f"{name}: {json.dumps(results[name]['summary'])}", flush=True)
@@ -297,6 +347,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, result in results.items():
         if "given_picture" in result:
             print(f"{name} sound for a given picture: {json.dumps(result['given_picture'])}")
+        if "given_sound" in result:
+            print(f"{name} picture for a given sound: {json.dumps(result['given_sound'])}")
         if "coupling" in result:
             fmt = {key: None if v is None else round(v) for key, v in result["coupling"].items()}
             print(f"{name} coupling, ms moved when only this noise changes: {json.dumps(fmt)}")
