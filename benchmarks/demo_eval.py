@@ -195,45 +195,47 @@ def coupling(pipe, captions: list[dict], steps: int, draws: int = 3) -> dict:
     return {key: float(np.mean(values)) if values else None for key, values in moved.items()}
 
 
-def _held(clean: torch.Tensor, sigmas: list[float], noise_scale: float, generator: torch.Generator):
-    """Latents of ``clean`` noised to ``noise_scale`` x the sampler's level before step ``step``."""
+def _generate_holding(pipe, caption: str, held_input: str, clean: torch.Tensor, num_frames: int, steps: int,
+                      seed: int, shift: float | None, noise_scale: float):  # fmt: skip
+    """The demo-size output for ``caption`` with the latents named ``held_input`` ("latents" or "audio_latents")
+    held to ``clean``: after every step they are replaced by ``clean`` noised to the next step's level (times
+    ``noise_scale``), as in inpainting, so that only the other modality is generated."""
+    height, width, frames = pipe.resolve_size(DEMO_SIZE["resolution"], DEMO_SIZE["aspect_ratio"], None, None, None,
+                                              num_frames)  # fmt: skip
+    sigmas = pipe.sampling_sigmas(steps, height, width, frames, shift) + [0.0]
+    generator = torch.Generator().manual_seed(seed)
 
     def held(step: int) -> torch.Tensor:
         sigma = sigmas[step] * noise_scale
         return sigma * torch.randn(clean.shape, generator=generator) + (1 - sigma) * clean
 
-    return held
+    return pipe(caption, num_inference_steps=steps, num_frames=frames, shift=shift, generator=generator,
+                callback_on_step_end=lambda p, step, t, kw: {held_input: held(step + 1)},
+                callback_on_step_end_tensor_inputs=[held_input], **{held_input: held(0)}, **DEMO_SIZE)  # fmt: skip
 
 
 def generate_for_picture(pipe, caption: str, picture: np.ndarray, steps: int, seed: int, shift: float | None = None,
                          picture_noise_scale: float = 1.0):  # fmt: skip
     """The demo-size output for ``caption`` with the video latents held to ``picture`` (uint8 (T, H, W, 3) at the
-    decoded size): after every step they are replaced by the picture's latents noised to the next step's level
-    (times ``picture_noise_scale``), as in inpainting, so that only the sound is generated, for that picture."""
-    height, width, frames = pipe.resolve_size(DEMO_SIZE["resolution"], DEMO_SIZE["aspect_ratio"], None, None, None,
-                                              len(picture))  # fmt: skip
+    decoded size, noised ``picture_noise_scale`` x the sound's level), so that only the sound is generated."""
     clean = VideoCodec(pipe.vae).encode(torch.from_numpy(picture).permute(3, 0, 1, 2)[None].float() / 127.5 - 1)
-    generator = torch.Generator().manual_seed(seed)
-    held = _held(clean, pipe.sampling_sigmas(steps, height, width, frames, shift) + [0.0], picture_noise_scale,
-                 generator)  # fmt: skip
-    return pipe(caption, num_inference_steps=steps, num_frames=frames, shift=shift, latents=held(0),
-                generator=generator, callback_on_step_end=lambda p, step, t, kw: {"latents": held(step + 1)},
-                **DEMO_SIZE)  # fmt: skip
+    return _generate_holding(pipe, caption, "latents", clean, len(picture), steps, seed, shift, picture_noise_scale)
 
 
 def generate_for_sound(pipe, caption: str, sound: np.ndarray, num_frames: int, steps: int, seed: int,
                        shift: float | None = None, sound_noise_scale: float = 1.0):  # fmt: skip
     """The mirror image of :func:`generate_for_picture`: the audio latents are held to ``sound`` (a 16 kHz
     waveform as long as ``num_frames`` at 16 fps) while the picture is generated."""
-    height, width, frames = pipe.resolve_size(DEMO_SIZE["resolution"], DEMO_SIZE["aspect_ratio"], None, None, None,
-                                              num_frames)  # fmt: skip
     clean = AudioCodec(pipe.audio_vae, pipe.vocoder).encode(torch.from_numpy(sound)[None])
-    generator = torch.Generator().manual_seed(seed)
-    held = _held(clean, pipe.sampling_sigmas(steps, height, width, frames, shift) + [0.0], sound_noise_scale,
-                 generator)  # fmt: skip
-    return pipe(caption, num_inference_steps=steps, num_frames=frames, shift=shift, audio_latents=held(0),
-                generator=generator, callback_on_step_end=lambda p, step, t, kw: {"audio_latents": held(step + 1)},
-                callback_on_step_end_tensor_inputs=["audio_latents"], **DEMO_SIZE)  # fmt: skip
+    return _generate_holding(pipe, caption, "audio_latents", clean, num_frames, steps, seed, shift, sound_noise_scale)
+
+
+def _own_and_another(rows: list[dict], pair, names: tuple[str, str]) -> dict:
+    """Timing of each row against its own clip and against another clip's (the chance level): ``pair(row, other)``
+    gives the (audio onsets, visual events) to compare."""
+    partners = (0, _partner_step(len(rows)))
+    return {name: _timing_summary([pair(row, rows[(i + partner) % len(rows)]) for i, row in enumerate(rows)])
+            for name, partner in zip(names, partners)}  # fmt: skip
 
 
 def sound_for_picture(pipe, captions: list[dict], steps: int, shift: float | None = None,
@@ -247,9 +249,8 @@ def sound_for_picture(pipe, captions: list[dict], steps: int, shift: float | Non
         out = generate_for_picture(pipe, item["caption"], picture, steps, index, shift, picture_noise_scale)
         onsets = sync_metric.clip_onsets(out.audio[0], 16000, len(picture), 16)
         rows.append({"events_s": scene.event_times, "onsets_s": onsets})
-    result = {name: _timing_summary([(row["onsets_s"], rows[(i + partner) % len(rows)]["events_s"])
-                                     for i, row in enumerate(rows)])
-              for name, partner in (("own_picture", 0), ("another_picture", _partner_step(len(rows))))}  # fmt: skip
+    result = _own_and_another(rows, lambda row, other: (row["onsets_s"], other["events_s"]),
+                              ("own_picture", "another_picture"))  # fmt: skip
     result["onsets_per_clip"] = float(np.mean([len(r["onsets_s"]) for r in rows]))
     result["events_per_clip"] = float(np.mean([len(r["events_s"]) for r in rows]))
     return result
@@ -266,9 +267,8 @@ def picture_for_sound(pipe, captions: list[dict], steps: int, shift: float | Non
         out = generate_for_sound(pipe, item["caption"], sound, len(picture), steps, index, shift, sound_noise_scale)
         events = sync_metric.visual_events(_clip(out)[0], 16)
         rows.append({"events_s": scene.event_times, "visual_events_s": events})
-    result = {name: _timing_summary([(rows[(i + partner) % len(rows)]["events_s"], row["visual_events_s"])
-                                     for i, row in enumerate(rows)])
-              for name, partner in (("own_sound", 0), ("another_sound", _partner_step(len(rows))))}  # fmt: skip
+    result = _own_and_another(rows, lambda row, other: (other["events_s"], row["visual_events_s"]),
+                              ("own_sound", "another_sound"))  # fmt: skip
     result["visual_events_per_clip"] = float(np.mean([len(r["visual_events_s"]) for r in rows]))
     result["events_per_clip"] = float(np.mean([len(r["events_s"]) for r in rows]))
     return result
