@@ -238,40 +238,50 @@ def _own_and_another(rows: list[dict], pair, names: tuple[str, str]) -> dict:
             for name, partner in zip(names, partners)}  # fmt: skip
 
 
-def sound_for_picture(pipe, captions: list[dict], steps: int, shift: float | None = None,
-                      picture_noise_scale: float = 1.0) -> dict:  # fmt: skip
-    """Does the sound follow a given picture? For each caption a ground-truth clip of the world is rendered and its
-    sound generated (:func:`generate_for_picture`); the audio onsets are compared with the clip's known events, and
-    with another clip's events as the chance level."""
+def _timed_against_the_world(pipe, captions: list[dict], generated_times, generated_is_audio: bool,
+                             names: tuple[str, str], count_key: str) -> dict:  # fmt: skip
+    """For each caption a clip of the world is rendered and ``generated_times(index, item, picture, sound)`` gives the
+    times (audio onsets or visual events) of what the model made for it; they are timed against the clip's known
+    events and against another clip's (the chance level)."""
     rows = []
     for index, item in enumerate(captions):
-        scene, picture, _ = _world_clip(pipe, item, index)
-        out = generate_for_picture(pipe, item["caption"], picture, steps, index, shift, picture_noise_scale)
-        onsets = sync_metric.clip_onsets(out.audio[0], 16000, len(picture), 16)
-        rows.append({"events_s": scene.event_times, "onsets_s": onsets})
-    result = _own_and_another(rows, lambda row, other: (row["onsets_s"], other["events_s"]),
-                              ("own_picture", "another_picture"))  # fmt: skip
-    result["onsets_per_clip"] = float(np.mean([len(r["onsets_s"]) for r in rows]))
+        scene, picture, sound = _world_clip(pipe, item, index)
+        rows.append({"events_s": scene.event_times, "generated_s": generated_times(index, item, picture, sound)})
+
+    def pair(row: dict, other: dict) -> tuple[list[float], list[float]]:  # (audio onsets, visual events)
+        generated, true = row["generated_s"], other["events_s"]
+        return (generated, true) if generated_is_audio else (true, generated)
+
+    result = _own_and_another(rows, pair, names)
+    result[count_key] = float(np.mean([len(r["generated_s"]) for r in rows]))
     result["events_per_clip"] = float(np.mean([len(r["events_s"]) for r in rows]))
     return result
+
+
+def sound_for_picture(pipe, captions: list[dict], steps: int, shift: float | None = None,
+                      picture_noise_scale: float = 1.0) -> dict:  # fmt: skip
+    """Does the sound follow a given picture? The sound of each world clip's picture is generated
+    (:func:`generate_for_picture`) and its onsets timed against the clip's events."""
+
+    def onsets(index: int, item: dict, picture: np.ndarray, sound: np.ndarray) -> list[float]:
+        out = generate_for_picture(pipe, item["caption"], picture, steps, index, shift, picture_noise_scale)
+        return sync_metric.clip_onsets(out.audio[0], 16000, len(picture), 16)
+
+    return _timed_against_the_world(pipe, captions, onsets, True, ("own_picture", "another_picture"),
+                                    "onsets_per_clip")  # fmt: skip
 
 
 def picture_for_sound(pipe, captions: list[dict], steps: int, shift: float | None = None,
                       sound_noise_scale: float = 1.0) -> dict:  # fmt: skip
-    """Does the picture follow a given sound? For each caption the world's sound is rendered and a picture generated
-    for it (:func:`generate_for_sound`); the picture's visual events are compared with the sound's known events,
-    and with another clip's events as the chance level."""
-    rows = []
-    for index, item in enumerate(captions):
-        scene, picture, sound = _world_clip(pipe, item, index)
+    """Does the picture follow a given sound? The picture for each world clip's sound is generated
+    (:func:`generate_for_sound`) and its visual events timed against the sound's events."""
+
+    def events(index: int, item: dict, picture: np.ndarray, sound: np.ndarray) -> list[float]:
         out = generate_for_sound(pipe, item["caption"], sound, len(picture), steps, index, shift, sound_noise_scale)
-        events = sync_metric.visual_events(_clip(out)[0], 16)
-        rows.append({"events_s": scene.event_times, "visual_events_s": events})
-    result = _own_and_another(rows, lambda row, other: (other["events_s"], row["visual_events_s"]),
-                              ("own_sound", "another_sound"))  # fmt: skip
-    result["visual_events_per_clip"] = float(np.mean([len(r["visual_events_s"]) for r in rows]))
-    result["events_per_clip"] = float(np.mean([len(r["events_s"]) for r in rows]))
-    return result
+        return sync_metric.visual_events(_clip(out)[0], 16)
+
+    return _timed_against_the_world(pipe, captions, events, False, ("own_sound", "another_sound"),
+                                    "visual_events_per_clip")  # fmt: skip
 
 
 def table(results: dict[str, dict]) -> str:
