@@ -1,12 +1,14 @@
 """Does a joint model's audio prediction use the picture? Audio loss with each clip's own video vs another clip's.
 
     python benchmarks/picture_dependence.py --model outputs/demo/stage2/transformer --cache outputs/demo/cache_av
+    python benchmarks/picture_dependence.py --model ... --cache ... --given sound   # the video loss beside the sound
 
 Reads the last ``--clips`` rows of a training latent cache (``training/train.py``'s ``cache_dir``: video latents,
 audio posterior, text embeddings), noises video and audio to the same level (as in training), and prints the audio
 flow-matching loss at several noise levels twice: beside the clip's own video latents, and beside those of another
 clip of the same caption kind (the next row whose caption names the same object). A model whose sound follows its
 picture predicts the audio better beside the right picture; equal losses mean the audio ignores the video.
+``--given sound`` asks the mirror question: the video loss beside the clip's own sound and beside another clip's.
 """
 
 from __future__ import annotations
@@ -34,12 +36,17 @@ def same_object_partner(texts: list[str], objects: tuple[str, ...]) -> list[int]
 
 
 @torch.no_grad()
-def audio_losses(model, cache_dir: Path, clips: int, sigmas: list[float], objects: tuple[str, ...],
-                 text_length: int = TEXT_MAX_LENGTH, seed: int = 0,
-                 picture_noise_scale: float = 1.0) -> dict[float, tuple[float, float]]:  # fmt: skip
-    """{sigma: (audio loss beside the own video, beside another clip's video)}. Text embeddings are zero-padded to
-    ``text_length`` as in training (cross-attention sees the padding, so another length is another input). The
-    video is noised to ``picture_noise_scale`` x sigma (1: the same level, as in the official training)."""
+def losses_beside(model, cache_dir: Path, clips: int, sigmas: list[float], objects: tuple[str, ...],
+                  text_length: int = TEXT_MAX_LENGTH, seed: int = 0, given: str = "picture",
+                  given_noise_scale: float = 1.0) -> dict[float, tuple[float, float]]:  # fmt: skip
+    """{sigma: (loss of the predicted modality beside the ``given`` one's own latents, beside another clip's)}.
+
+    ``given`` "picture": the audio loss beside the video; "sound": the video loss beside the audio. Text embeddings
+    are zero-padded to ``text_length`` as in training (cross-attention sees the padding, so another length is another
+    input). The given modality is noised to ``given_noise_scale`` x sigma (1: the same level, as in the official
+    training); the model is told sigma."""
+    if given not in ("picture", "sound"):
+        raise ValueError(f"given must be 'picture' or 'sound', got {given!r}")
     rows = read_cache(cache_dir)[-clips:]
     data = [load_file(str(row.path)) for row in rows]
     partner = same_object_partner([row.text for row in rows], objects)
@@ -55,10 +62,16 @@ def audio_losses(model, cache_dir: Path, clips: int, sigmas: list[float], object
     for sigma in sigmas:
         t = torch.full((len(data),), sigma * 1000)
         losses = []
-        for picture in (video, video[partner]):
-            per_sample = flow_matching_losses(model, picture, audio, embeds, mask, t, video_noise, audio_noise,
-                                              rows[0].num_frames, t * picture_noise_scale)  # fmt: skip
-            losses.append(float(per_sample["audio"].mean()))
+        for swap in (False, True):
+            if given == "picture":
+                picture = video[partner] if swap else video
+                per_sample = flow_matching_losses(model, picture, audio, embeds, mask, t, video_noise, audio_noise,
+                                                  rows[0].num_frames, video_timesteps=t * given_noise_scale)["audio"]
+            else:
+                sound = audio[partner] if swap else audio
+                per_sample = flow_matching_losses(model, video, sound, embeds, mask, t, video_noise, audio_noise,
+                                                  rows[0].num_frames, audio_timesteps=t * given_noise_scale)["video"]
+            losses.append(float(per_sample.mean()))
         results[sigma] = (losses[0], losses[1])
     return results
 
@@ -73,14 +86,20 @@ def main(argv: list[str] | None = None) -> int:
                         help="words that name a clip's object (another clip must name the same)")  # fmt: skip
     parser.add_argument("--text-length", type=int, default=TEXT_MAX_LENGTH,
                         help="the training's data.text_max_length (the demo's by default)")
-    parser.add_argument("--picture-noise-scale", type=float, default=1.0, metavar="S",
-                        help="noise the video to S x the audio's level (train.audio_given_video's video_noise_scale)")
+    parser.add_argument("--given", choices=("picture", "sound"), default="picture",
+                        help="picture: the audio loss beside own vs another video; sound: the video loss beside own "
+                             "vs another sound")  # fmt: skip
+    parser.add_argument("--given-noise-scale", "--picture-noise-scale", type=float, default=1.0, metavar="S",
+                        help="noise the given modality to S x the other's level (train.audio_given_video's "
+                             "video_noise_scale)")  # fmt: skip
     args = parser.parse_args(argv)
     model = load_transformer(args.model, torch_dtype=torch.float32).eval()
-    print("| noise level | audio loss, own picture | audio loss, another picture | difference |")
+    predicted, given = ("audio", "picture") if args.given == "picture" else ("video", "sound")
+    print(f"| noise level | {predicted} loss, own {given} | {predicted} loss, another {given} | difference |")
     print("|---|---|---|---|")
-    for sigma, (own, other) in audio_losses(model, args.cache, args.clips, args.sigmas, tuple(args.objects),
-                                            args.text_length, picture_noise_scale=args.picture_noise_scale).items():
+    for sigma, (own, other) in losses_beside(model, args.cache, args.clips, args.sigmas, tuple(args.objects),
+                                             args.text_length, given=args.given,
+                                             given_noise_scale=args.given_noise_scale).items():  # fmt: skip
         print(f"| {sigma:g} | {own:.4f} | {other:.4f} | {100 * (other - own) / other:+.2f}% |")
     return 0
 

@@ -294,7 +294,7 @@ def test_picture_dependence_pads_text_to_the_trained_length(tmp_path):
     """Cross-attention sees the zero padding, so the loss must be taken with the text padded as in training."""
     from types import SimpleNamespace
 
-    from safetensors.torch import save_file
+    from safetensors.torch import load_file, save_file
 
     from javis_core.training.cache import CACHE_COLUMNS, CACHE_MANIFEST
     from javis_core.utils import write_csv
@@ -314,7 +314,28 @@ def test_picture_dependence_pads_text_to_the_trained_length(tmp_path):
         zeros = torch.zeros_like
         return SimpleNamespace(sample=zeros(hidden_states), audio_sample=zeros(audio_hidden_states))
 
-    losses = _demo_eval_module("picture_dependence").audio_losses(model, tmp_path, 3, [0.5], ("ball",), text_length=32)
+    dependence = _demo_eval_module("picture_dependence")
+    losses = dependence.losses_beside(model, tmp_path, 3, [0.5], ("ball",), text_length=32)
     (own_shape, own_tokens, own_video), (_, _, other_video) = seen
     assert own_shape == (3, 32, 8) and own_tokens == [5, 7, 6]
     assert not torch.equal(own_video, other_video) and set(losses) == {0.5}
+    own_loss, other_loss = losses[0.5]
+    assert own_loss > 0 and other_loss > 0
+
+    # the mirror question: the same picture twice, the own sound and then another clip's, clearer than the picture
+    seen.clear()
+    sounds = []
+
+    def sound_model(hidden_states, encoder_hidden_states, encoder_attention_mask, audio_hidden_states, **_):
+        sounds.append(audio_hidden_states.clone())
+        return model(hidden_states, encoder_hidden_states, encoder_attention_mask, audio_hidden_states)
+
+    dependence.losses_beside(sound_model, tmp_path, 3, [0.5], ("ball",), text_length=32, given="sound",
+                             given_noise_scale=0.1)  # fmt: skip
+    (_, _, first_video), (_, _, second_video) = seen
+    assert torch.equal(first_video, second_video) and not torch.equal(*sounds)
+    clean = torch.stack([load_file(str(path))["audio_mean"] for path in sorted((tmp_path / "latents").iterdir())])
+    implied_noise = (sounds[0] - (1 - 0.05) * clean) / 0.05  # the own sound noised to a tenth of 0.5
+    assert 0.5 < implied_noise.std() < 1.5  # unit noise; at the picture's level (0.5) this would be about 9
+    with pytest.raises(ValueError, match="given must be 'picture' or 'sound'"):
+        dependence.losses_beside(model, tmp_path, 3, [0.5], ("ball",), given="both")

@@ -310,6 +310,9 @@ def test_clearer_picture_noises_the_video_less_and_trains_only_the_audio_there(w
     assert torch.allclose(model.seen["video"], add_noise(video, video_noise, timesteps * 0.1))
     assert torch.allclose(model.seen["audio"], add_noise(audio, audio_noise, timesteps))
     assert torch.equal(model.seen["timestep"], timesteps)  # the model is told the audio's level
+    flow_matching_losses(model, *args, audio_timesteps=timesteps * 0.1)  # the mirror: a clearer sound
+    assert torch.allclose(model.seen["audio"], add_noise(audio, audio_noise, timesteps * 0.1))
+    assert torch.allclose(model.seen["video"], add_noise(video, video_noise, timesteps))
 
     config = train.load_config(CONFIGS / "tiny_stage2.yaml", [f"model.pretrained={world}", f"data.manifest={world}"])
     inputs = {"video": video, "audio": audio, "embeds": torch.zeros(3, 5, 8), "mask": torch.ones(3, 5)}

@@ -70,14 +70,16 @@ def flow_matching_losses(
     audio_noise: torch.Tensor | None,
     num_frames: int,
     video_timesteps: torch.Tensor | None = None,
+    audio_timesteps: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Per-sample losses {"video": (B,), "audio": (B,)} for the modalities given (None ones are left out).
 
-    ``video_timesteps`` noises the video to other levels than ``timesteps`` (the model is still told ``timesteps``);
-    by default both modalities share them, as in the official training."""
+    ``video_timesteps`` / ``audio_timesteps`` noise that modality to other levels than ``timesteps`` (the model is
+    still told ``timesteps``); by default both modalities share them, as in the official training."""
     video_level = timesteps if video_timesteps is None else video_timesteps
+    audio_level = timesteps if audio_timesteps is None else audio_timesteps
     noisy_video = add_noise(video, video_noise, video_level) if video is not None else None
-    noisy_audio = add_noise(audio, audio_noise, timesteps) if audio is not None else None
+    noisy_audio = add_noise(audio, audio_noise, audio_level) if audio is not None else None
     out = model(
         hidden_states=noisy_video,
         timestep=timesteps,
