@@ -35,6 +35,9 @@ def same_object_partner(texts: list[str], objects: tuple[str, ...]) -> list[int]
     return [next(j for j in order[i + 1 :] + order[: i + 1] if found[j] == found[i]) for i in order]
 
 
+PREDICTED = {"picture": "audio", "sound": "video"}  # given modality -> the one whose loss is measured
+
+
 @torch.no_grad()
 def losses_beside(model, cache_dir: Path, clips: int, sigmas: list[float], objects: tuple[str, ...],
                   text_length: int = TEXT_MAX_LENGTH, seed: int = 0, given: str = "picture",
@@ -45,8 +48,8 @@ def losses_beside(model, cache_dir: Path, clips: int, sigmas: list[float], objec
     are zero-padded to ``text_length`` as in training (cross-attention sees the padding, so another length is another
     input). The given modality is noised to ``given_noise_scale`` x sigma (1: the same level, as in the official
     training); the model is told sigma."""
-    if given not in ("picture", "sound"):
-        raise ValueError(f"given must be 'picture' or 'sound', got {given!r}")
+    if given not in PREDICTED:
+        raise ValueError(f"given must be {' or '.join(map(repr, PREDICTED))}, got {given!r}")
     rows = read_cache(cache_dir)[-clips:]
     data = [load_file(str(row.path)) for row in rows]
     partner = same_object_partner([row.text for row in rows], objects)
@@ -58,20 +61,17 @@ def losses_beside(model, cache_dir: Path, clips: int, sigmas: list[float], objec
                          for d in data])  # fmt: skip
     video_noise = torch.randn(video.shape, generator=generator)
     audio_noise = torch.randn(audio.shape, generator=generator)
+    # the other clip's latents replace the given modality's; the given modality is noised to its own level
+    another = (video[partner], audio) if given == "picture" else (video, audio[partner])
+    level = "video_timesteps" if given == "picture" else "audio_timesteps"
     results = {}
     for sigma in sigmas:
         t = torch.full((len(data),), sigma * 1000)
-        losses = []
-        for swap in (False, True):
-            if given == "picture":
-                picture = video[partner] if swap else video
-                per_sample = flow_matching_losses(model, picture, audio, embeds, mask, t, video_noise, audio_noise,
-                                                  rows[0].num_frames, video_timesteps=t * given_noise_scale)["audio"]
-            else:
-                sound = audio[partner] if swap else audio
-                per_sample = flow_matching_losses(model, video, sound, embeds, mask, t, video_noise, audio_noise,
-                                                  rows[0].num_frames, audio_timesteps=t * given_noise_scale)["video"]
-            losses.append(float(per_sample.mean()))
+        losses = [
+            float(flow_matching_losses(model, *latents, embeds, mask, t, video_noise, audio_noise, rows[0].num_frames,
+                                       **{level: t * given_noise_scale})[PREDICTED[given]].mean())
+            for latents in ((video, audio), another)
+        ]  # fmt: skip
         results[sigma] = (losses[0], losses[1])
     return results
 
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="words that name a clip's object (another clip must name the same)")  # fmt: skip
     parser.add_argument("--text-length", type=int, default=TEXT_MAX_LENGTH,
                         help="the training's data.text_max_length (the demo's by default)")
-    parser.add_argument("--given", choices=("picture", "sound"), default="picture",
+    parser.add_argument("--given", choices=tuple(PREDICTED), default="picture",
                         help="picture: the audio loss beside own vs another video; sound: the video loss beside own "
                              "vs another sound")  # fmt: skip
     parser.add_argument("--given-noise-scale", "--picture-noise-scale", type=float, default=1.0, metavar="S",
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
                              "video_noise_scale)")  # fmt: skip
     args = parser.parse_args(argv)
     model = load_transformer(args.model, torch_dtype=torch.float32).eval()
-    predicted, given = ("audio", "picture") if args.given == "picture" else ("video", "sound")
+    predicted, given = PREDICTED[args.given], args.given
     print(f"| noise level | {predicted} loss, own {given} | {predicted} loss, another {given} | difference |")
     print("|---|---|---|---|")
     for sigma, (own, other) in losses_beside(model, args.cache, args.clips, args.sigmas, tuple(args.objects),
