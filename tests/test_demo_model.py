@@ -290,6 +290,12 @@ def test_picture_dependence_pairs_each_clip_with_another_of_the_same_object():
     assert partner(texts, ("ball", "drum", "lamp")) == [2, 4, 5, 3, 1, 0]  # a lone lamp can only pair with itself
 
 
+def test_picture_dependence_groups_synonyms_under_one_object():
+    groups = _demo_eval_module("picture_dependence").object_groups
+    texts = ["a red ball", "a blinking lamp", "a bulb flickers", "a drum", "a light blinks", "a cat"]
+    assert groups(texts, ("ball", "light/lamp/bulb", "drum")) == ["ball", "light", "light", "drum", "light", None]
+
+
 def test_picture_dependence_pads_text_to_the_trained_length(tmp_path):
     """Cross-attention sees the zero padding, so the loss must be taken with the text padded as in training."""
     from types import SimpleNamespace
@@ -339,3 +345,15 @@ def test_picture_dependence_pads_text_to_the_trained_length(tmp_path):
     assert 0.5 < implied_noise.std() < 1.5  # unit noise; at the picture's level (0.5) this would be about 9
     with pytest.raises(ValueError, match="given must be 'picture' or 'sound'"):
         dependence.losses_beside(model, tmp_path, 3, [0.5], ("ball",), given="both")
+
+    # by object: each object's figures are the mean over its own clips (lamp and light are one object)
+    texts = ["a ball 0", "a lamp 1", "a ball 2"]
+    write_csv(tmp_path / CACHE_MANIFEST, CACHE_COLUMNS, [{**r, "text": t} for r, t in zip(records, texts)])
+    overall = dependence.losses_beside(model, tmp_path, 3, [0.5], ("ball", "light/lamp"), text_length=32)[0.5]
+    grouped = dependence.losses_beside(model, tmp_path, 3, [0.5], ("ball", "light/lamp"), text_length=32,
+                                       by_object=True)  # fmt: skip
+    assert list(grouped) == ["ball", "light"]
+    ball, light = grouped["ball"][0.5], grouped["light"][0.5]
+    assert ball[0] != pytest.approx(light[0])  # not the same clips
+    for which in (0, 1):
+        assert (2 * ball[which] + light[which]) / 3 == pytest.approx(overall[which], rel=1e-5)
