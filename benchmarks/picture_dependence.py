@@ -64,8 +64,9 @@ def losses_beside(model, cache_dir: Path, clips: int, sigmas: list[float], objec
         raise ValueError(f"given must be {' or '.join(map(repr, PREDICTED))}, got {given!r}")
     rows = read_cache(cache_dir)[-clips:]
     data = [load_file(str(row.path)) for row in rows]
+    captions = [row.text for row in rows]
     words = tuple(word for entry in objects for word in entry.split("/"))
-    partner = same_object_partner([row.text for row in rows], words)
+    partner = same_object_partner(captions, words)
     texts = [d["text_embeds"] for d in data]
     embeds, mask = pad_embeds(texts, text_length)
     generator = torch.Generator().manual_seed(seed)
@@ -92,7 +93,7 @@ def losses_beside(model, cache_dir: Path, clips: int, sigmas: list[float], objec
 
     if not by_object:
         return means(list(range(len(rows))))
-    found = object_groups([row.text for row in rows], objects)
+    found = object_groups(captions, objects)
     return {name: means([i for i, f in enumerate(found) if f == name]) for name in dict.fromkeys(found) if name}
 
 

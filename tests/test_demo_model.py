@@ -296,62 +296,76 @@ def test_picture_dependence_groups_synonyms_under_one_object():
     assert groups(texts, ("ball", "light/lamp/bulb", "drum")) == ["ball", "light", "light", "drum", "light", None]
 
 
-def test_picture_dependence_pads_text_to_the_trained_length(tmp_path):
-    """Cross-attention sees the zero padding, so the loss must be taken with the text padded as in training."""
-    from types import SimpleNamespace
-
-    from safetensors.torch import load_file, save_file
+def _tiny_latent_cache(path, texts=("a ball 0", "a ball 1", "a ball 2")) -> None:
+    """A training latent cache of three clips whose text embeddings have 5, 7 and 6 tokens."""
+    from safetensors.torch import save_file
 
     from javis_core.training.cache import CACHE_COLUMNS, CACHE_MANIFEST
     from javis_core.utils import write_csv
 
+    (path / "latents").mkdir(exist_ok=True)
     records = []
-    for index, tokens in enumerate((5, 7, 6)):
+    for index, (tokens, text) in enumerate(zip((5, 7, 6), texts)):
         name = f"latents/{index:08d}.safetensors"
-        (tmp_path / "latents").mkdir(exist_ok=True)
-        save_file({"text_embeds": torch.randn(tokens, 8), "video": torch.randn(4, 3, 2, 2),
-                   "audio_mean": torch.randn(2, 4, 2), "audio_std": torch.zeros(2, 4, 2)}, str(tmp_path / name))  # fmt: skip
-        records.append({"latent_path": name, "text": f"a ball {index}", "num_frames": 9, "height": 32, "width": 32})
-    write_csv(tmp_path / CACHE_MANIFEST, CACHE_COLUMNS, records)
-    seen = []
+        latents = {"text_embeds": torch.randn(tokens, 8), "video": torch.randn(4, 3, 2, 2),
+                   "audio_mean": torch.randn(2, 4, 2), "audio_std": torch.zeros(2, 4, 2)}  # fmt: skip
+        save_file(latents, str(path / name))
+        records.append({"latent_path": name, "text": text, "num_frames": 9, "height": 32, "width": 32})
+    write_csv(path / CACHE_MANIFEST, CACHE_COLUMNS, records)
 
-    def model(hidden_states, encoder_hidden_states, encoder_attention_mask, audio_hidden_states, **_):
-        seen.append((encoder_hidden_states.shape, encoder_attention_mask.sum(1).tolist(), hidden_states.clone()))
+
+class _ZeroModel:
+    """Predicts zeros and records what each call saw (text shape, text tokens, video, audio)."""
+
+    def __init__(self):
+        self.seen = []
+
+    def __call__(self, hidden_states, encoder_hidden_states, encoder_attention_mask, audio_hidden_states, **_):
+        from types import SimpleNamespace
+
+        self.seen.append((encoder_hidden_states.shape, encoder_attention_mask.sum(1).tolist(), hidden_states.clone(),
+                          audio_hidden_states.clone()))  # fmt: skip
         zeros = torch.zeros_like
         return SimpleNamespace(sample=zeros(hidden_states), audio_sample=zeros(audio_hidden_states))
 
-    dependence = _demo_eval_module("picture_dependence")
-    losses = dependence.losses_beside(model, tmp_path, 3, [0.5], ("ball",), text_length=32)
-    (own_shape, own_tokens, own_video), (_, _, other_video) = seen
+
+def test_picture_dependence_pads_text_to_the_trained_length(tmp_path):
+    """Cross-attention sees the zero padding, so the loss must be taken with the text padded as in training."""
+    _tiny_latent_cache(tmp_path)
+    model = _ZeroModel()
+    losses = _demo_eval_module("picture_dependence").losses_beside(model, tmp_path, 3, [0.5], ("ball",), text_length=32)
+    (own_shape, own_tokens, own_video, _), (_, _, other_video, _) = model.seen
     assert own_shape == (3, 32, 8) and own_tokens == [5, 7, 6]
     assert not torch.equal(own_video, other_video) and set(losses) == {0.5}
     own_loss, other_loss = losses[0.5]
     assert own_loss > 0 and other_loss > 0
 
-    # the mirror question: the same picture twice, the own sound and then another clip's, clearer than the picture
-    seen.clear()
-    sounds = []
 
-    def sound_model(hidden_states, encoder_hidden_states, encoder_attention_mask, audio_hidden_states, **_):
-        sounds.append(audio_hidden_states.clone())
-        return model(hidden_states, encoder_hidden_states, encoder_attention_mask, audio_hidden_states)
+def test_picture_dependence_mirror_swaps_the_sound_noised_to_its_own_level(tmp_path):
+    """The mirror question: the same picture twice, the own sound and then another clip's, clearer than the picture."""
+    from safetensors.torch import load_file
 
-    dependence.losses_beside(sound_model, tmp_path, 3, [0.5], ("ball",), text_length=32, given="sound",
+    _tiny_latent_cache(tmp_path)
+    model = _ZeroModel()
+    dependence = _demo_eval_module("picture_dependence")
+    dependence.losses_beside(model, tmp_path, 3, [0.5], ("ball",), text_length=32, given="sound",
                              given_noise_scale=0.1)  # fmt: skip
-    (_, _, first_video), (_, _, second_video) = seen
-    assert torch.equal(first_video, second_video) and not torch.equal(*sounds)
+    (_, _, first_video, own_sound), (_, _, second_video, other_sound) = model.seen
+    assert torch.equal(first_video, second_video) and not torch.equal(own_sound, other_sound)
     clean = torch.stack([load_file(str(path))["audio_mean"] for path in sorted((tmp_path / "latents").iterdir())])
-    implied_noise = (sounds[0] - (1 - 0.05) * clean) / 0.05  # the own sound noised to a tenth of 0.5
+    implied_noise = (own_sound - (1 - 0.05) * clean) / 0.05  # the own sound noised to a tenth of 0.5
     assert 0.5 < implied_noise.std() < 1.5  # unit noise; at the picture's level (0.5) this would be about 9
     with pytest.raises(ValueError, match="given must be 'picture' or 'sound'"):
         dependence.losses_beside(model, tmp_path, 3, [0.5], ("ball",), given="both")
 
-    # by object: each object's figures are the mean over its own clips (lamp and light are one object)
-    texts = ["a ball 0", "a lamp 1", "a ball 2"]
-    write_csv(tmp_path / CACHE_MANIFEST, CACHE_COLUMNS, [{**r, "text": t} for r, t in zip(records, texts)])
-    overall = dependence.losses_beside(model, tmp_path, 3, [0.5], ("ball", "light/lamp"), text_length=32)[0.5]
-    grouped = dependence.losses_beside(model, tmp_path, 3, [0.5], ("ball", "light/lamp"), text_length=32,
-                                       by_object=True)  # fmt: skip
+
+def test_picture_dependence_by_object_averages_each_objects_own_clips(tmp_path):
+    """Each object's figures are the mean over its own clips (lamp and light are one object)."""
+    _tiny_latent_cache(tmp_path, ("a ball 0", "a lamp 1", "a ball 2"))
+    dependence = _demo_eval_module("picture_dependence")
+    objects = ("ball", "light/lamp")
+    overall = dependence.losses_beside(_ZeroModel(), tmp_path, 3, [0.5], objects, text_length=32)[0.5]
+    grouped = dependence.losses_beside(_ZeroModel(), tmp_path, 3, [0.5], objects, text_length=32, by_object=True)
     assert list(grouped) == ["ball", "light"]
     ball, light = grouped["ball"][0.5], grouped["light"][0.5]
     assert ball[0] != pytest.approx(light[0])  # not the same clips
