@@ -13,7 +13,9 @@ onsets and visual events the metric finds per clip.
 The last row of the table is the reference: the world's own clips for the same captions, encoded and decoded by the
 demo codecs, read back the same way. It is what a perfect transformer would score, and its visual events per clip
 (beside the world's true count) show how many events a clean picture has; many more in generated clips mean a
-picture that flickers.
+picture that flickers. A second table times each picture against the sound of every other clip of its object
+(``sync_metric.against_chance``) with 95% bootstrap intervals: clips in sync beyond chance have an offset difference
+whose interval lies below zero.
 
 ``--coupling N`` also asks whether the timing of one modality depends on the other: for N captions it holds the
 audio noise and changes the video noise (and the other way round), and reports how far the audio onsets and the
@@ -33,6 +35,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -66,7 +69,7 @@ def _clip_row(item: dict, frames: np.ndarray, audio: np.ndarray, seconds: float)
     found = demo_world.classify_clip(frames, audio)
     report = sync_metric.measure(frames, 16, audio, 16000)
     row = {
-        "caption": item["caption"], "seconds": seconds,
+        "caption": item["caption"], "object": item["kind"], "seconds": seconds,
         "kind": found["kind"] == item["kind"], "colour": found["colour"] == item["colour"],
         "sound": found.get("sound") == demo_world.SOUNDS[item["kind"]],
         "offset_ms": report.mean_offset_ms, "abs_offset_ms": report.mean_abs_offset_ms, "av_align": report.av_align,
@@ -90,7 +93,18 @@ def summarize(rows: list[dict]) -> dict:
         seconds_per_clip=float(np.median([r["seconds"] for r in rows[1:] or rows])),  # the first call warms up
     )
     summary["shuffled"] = shuffled_baseline(rows)
+    summary["against_chance"] = against_every_other_clip(rows)
     return summary
+
+
+def against_every_other_clip(rows: list[dict]) -> dict | None:
+    """Each clip's picture against its own sound and against the sound of every other clip of its object, with 95%
+    bootstrap intervals of the differences (``sync_metric.against_chance``); None when no object has two clips."""
+    objects = [r["object"] for r in rows]
+    if all(objects.count(name) < 2 for name in objects):
+        return None
+    onsets, events = [r["onsets_s"] for r in rows], [r["events_s"] for r in rows]
+    return asdict(sync_metric.against_chance(onsets, events, 16, groups=objects))
 
 
 def evaluate(pipe, captions: list[dict], steps: int, save_dir: Path | None = None, shift: float | None = None) -> dict:
@@ -309,6 +323,26 @@ def table(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def chance_table(results: dict[str, dict]) -> str:
+    """Own timing against the chance level of every other clip of the same object, with 95% intervals."""
+    head = ("| clips | mean abs offset (ms) | every other clip's sound (ms) | difference [95%] | AV-Align | "
+            "every other clip's sound | difference [95%] |")  # fmt: skip
+    lines = [head, "|---" * 7 + "|"]
+    for name, result in results.items():
+        c = result["summary"].get("against_chance")
+        if c is None:
+            continue
+        offsets = "n/a | n/a | n/a"
+        if c["offset_difference_ms"] is not None:
+            low, high = c["offset_interval_ms"]
+            offsets = (f"{c['own_abs_offset_ms']:.0f} | {c['chance_abs_offset_ms']:.0f} | "
+                       f"{c['offset_difference_ms']:+.0f} [{low:+.0f}, {high:+.0f}]")  # fmt: skip
+        low, high = c["av_align_interval"]
+        lines.append(f"| {name} | {offsets} | {c['own_av_align']:.2f} | {c['chance_av_align']:.2f} | "
+                     f"{c['av_align_difference']:+.2f} [{low:+.2f}, {high:+.2f}] |")  # fmt: skip
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=DEMO_DIR, help="demo model dir (codecs, tokenizer, transformer)")
@@ -354,6 +388,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: {json.dumps(results[name]['summary'])}", flush=True)
     results[WORLD] = world_through_codecs(pipe, captions[: args.captions])
     print(table(results))
+    print(chance_table(results))
     for name, result in results.items():
         if "given_picture" in result:
             print(f"{name} sound for a given picture: {json.dumps(result['given_picture'])}")

@@ -1,12 +1,18 @@
 """Audio-visual synchrony without downloaded models: audio onsets against visual events.
 
     python -m javis_core.sync_metric clip.mp4 [--json]
+    python -m javis_core.sync_metric clips/*.mp4 --chance      # is this set of clips in sync beyond chance?
 
 Audio onsets are peaks of the positive log-energy flux in 10 ms frames; visual events are flashes (sharp rises of
 the mean brightness) and impacts (the centre of the moving part of the picture turns back while moving fast). Each audio onset is matched to the
 nearest visual event: the mean signed and absolute offsets (ms) say how far the sound is from the picture, and an
 AV-Align style score (Yariv et al.) counts the onsets and events that have a partner within one video frame,
 2 * matched / (onsets + events), in [0, 1].
+
+A small offset alone does not show synchrony: a picture with many events has one near any sound. The chance level
+of a set of clips is each clip's picture against the sound of every other clip (of the same group, for example the
+same object, when groups are given): ``against_chance`` reports the clips' own figures, the chance figures, and a
+95% bootstrap interval over clips for the difference.
 """
 
 from __future__ import annotations
@@ -114,6 +120,87 @@ def compare(onsets: list[float], events: list[float], fps: float) -> SyncReport:
     )
 
 
+@dataclass
+class ChanceComparison:
+    clips: int  # clips with an offset of their own and at least one partner's
+    own_abs_offset_ms: float | None
+    chance_abs_offset_ms: float | None
+    offset_difference_ms: float | None  # own minus chance: negative = closer to its own sound than to others'
+    offset_interval_ms: tuple[float, float] | None  # 95% bootstrap interval of that difference
+    own_av_align: float
+    chance_av_align: float
+    av_align_difference: float
+    av_align_interval: tuple[float, float]
+
+
+def _mean_and_interval(differences: list[float], resamples: int, rng: np.random.Generator):
+    if not differences:
+        return None, None
+    values = np.asarray(differences)
+    means = values[rng.integers(0, len(values), (resamples, len(values)))].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return float(values.mean()), (float(low), float(high))
+
+
+def against_chance(onsets: list[list[float]], events: list[list[float]], fps: float | list[float],
+                   groups: list | None = None, resamples: int = 2000, seed: int = 0) -> ChanceComparison:  # fmt: skip
+    """Each clip's picture (``events[i]``) against its own sound (``onsets[i]``) and against the sound of every other
+    clip in its group (all other clips without ``groups``); differences are per clip, then averaged. ``fps`` is one
+    frame rate for all clips or one per clip (the picture's sets the matching tolerance)."""
+    rates = list(fps) if isinstance(fps, (list, tuple)) else [fps] * len(events)
+    if len(onsets) != len(events) or len(rates) != len(events):
+        raise ValueError(f"onsets, events and fps have {len(onsets)}, {len(events)} and {len(rates)} clips: "
+                         "give one entry of each per clip")
+    groups = list(groups) if groups is not None else [0] * len(events)
+    if len(groups) != len(events):
+        raise ValueError(f"groups has {len(groups)} entries for {len(events)} clips")
+    partners = [[j for j in range(len(events)) if j != i and groups[j] == groups[i]] for i in range(len(events))]
+    if not any(partners):
+        raise ValueError("no clip has a partner: the chance level needs at least two clips in a group")
+    own_offsets, chance_offsets, own_align, chance_align = [], [], [], []
+    for i, others in enumerate(partners):
+        if not others:
+            continue
+        own = compare(onsets[i], events[i], rates[i])
+        shuffled = [compare(onsets[j], events[i], rates[i]) for j in others]
+        own_align.append(own.av_align)
+        chance_align.append(float(np.mean([r.av_align for r in shuffled])))
+        offsets = [r.mean_abs_offset_ms for r in shuffled if r.mean_abs_offset_ms is not None]
+        if own.mean_abs_offset_ms is not None and offsets:
+            own_offsets.append(own.mean_abs_offset_ms)
+            chance_offsets.append(float(np.mean(offsets)))
+    rng = np.random.default_rng(seed)
+    offset_difference, offset_interval = _mean_and_interval(
+        [a - b for a, b in zip(own_offsets, chance_offsets)], resamples, rng
+    )
+    align_difference, align_interval = _mean_and_interval(
+        [a - b for a, b in zip(own_align, chance_align)], resamples, rng
+    )
+    return ChanceComparison(
+        clips=len(own_offsets),
+        own_abs_offset_ms=float(np.mean(own_offsets)) if own_offsets else None,
+        chance_abs_offset_ms=float(np.mean(chance_offsets)) if chance_offsets else None,
+        offset_difference_ms=offset_difference,
+        offset_interval_ms=offset_interval,
+        own_av_align=float(np.mean(own_align)),
+        chance_av_align=float(np.mean(chance_align)),
+        av_align_difference=align_difference,
+        av_align_interval=align_interval,
+    )
+
+
+def describe_chance(result: ChanceComparison) -> str:
+    """One line: own against chance, with the 95% interval of each difference."""
+    offset = "no clip with events"
+    if result.offset_difference_ms is not None:
+        low, high = result.offset_interval_ms
+        offset = (f"mean abs offset {result.own_abs_offset_ms:.0f} ms against {result.chance_abs_offset_ms:.0f} ms "
+                  f"({result.offset_difference_ms:+.0f} ms, 95% interval {low:+.0f} to {high:+.0f})")  # fmt: skip
+    low, high = result.av_align_interval
+    return (f"{offset}; AV-Align {result.own_av_align:.2f} against {result.chance_av_align:.2f} "
+            f"({result.av_align_difference:+.2f}, {low:+.2f} to {high:+.2f}); {result.clips} clips")  # fmt: skip
+
+
 def clip_onsets(waveform: np.ndarray, sample_rate: int, num_frames: int, fps: float) -> list[float]:
     """Audio onsets of a clip of ``num_frames`` frames; those after the last frame (plus half a frame) are left out:
     the picture cannot show their event."""
@@ -126,33 +213,50 @@ def measure(frames: np.ndarray, fps: float, waveform: np.ndarray, sample_rate: i
 
 
 def measure_file(path: str) -> SyncReport:
+    return _measure_file_with_rate(path)[0]
+
+
+def _measure_file_with_rate(path: str) -> tuple[SyncReport, float]:
     from .media import read_video
 
     frames, audio, fps = read_video(path)
     if audio.size == 0:
         raise ValueError(f"{path} has no audio stream")
-    return measure(frames, fps, audio, 16000)
+    return measure(frames, fps, audio, 16000), fps
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m javis_core.sync_metric", description=__doc__.splitlines()[0])
     parser.add_argument("videos", nargs="+", help="mp4 files with sound")
     parser.add_argument("--json", action="store_true", help="print one JSON object per file")
+    parser.add_argument("--chance", action="store_true",
+                        help="also compare each clip's picture with the other clips' sounds (the chance level)")
     args = parser.parse_args(argv)
+    if args.chance and len(args.videos) < 2:
+        parser.error(f"--chance needs at least 2 clips (got {len(args.videos)})")
     status = 0
+    reports, rates = [], []
     for path in args.videos:
         try:
-            report = measure_file(path)
+            report, fps = _measure_file_with_rate(path)
         except (ValueError, OSError) as error:
             print(f"error: {path}: {error}", file=sys.stderr)
             status = 2
             continue
+        reports.append(report)
+        rates.append(fps)
         if args.json:
             print(json.dumps({"file": path, **asdict(report)}))
         else:
             offset = "n/a" if report.mean_offset_ms is None else f"{report.mean_offset_ms:+.0f} ms"
             print(f"{path}: {len(report.audio_onsets_s)} audio onsets, {len(report.visual_events_s)} visual events, "
                   f"mean offset {offset}, AV-Align {report.av_align:.2f}")  # fmt: skip
+    if args.chance and len(reports) >= 2:
+        result = against_chance([r.audio_onsets_s for r in reports], [r.visual_events_s for r in reports], rates)
+        if args.json:
+            print(json.dumps({"against_chance": asdict(result)}))
+        else:
+            print(f"against the other clips' sounds: {describe_chance(result)}")
     return status
 
 

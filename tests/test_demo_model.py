@@ -268,13 +268,16 @@ def test_picture_for_a_given_sound_is_generated_under_that_sound(demo_pipe):
 
 def test_world_through_the_codecs_is_the_reference_row_of_the_table(demo_pipe):
     demo_eval = _demo_eval_module()
-    captions = demo_world.held_out_captions()[:3]  # a ball, a light and a drum
+    captions = demo_world.held_out_captions()[:6]  # two balls, two lights and two drums
     world = demo_eval.world_through_codecs(demo_pipe, captions)
     summary = world["summary"]
+    chance = summary["against_chance"]  # each picture against the other clip of its object
+    assert chance["clips"] == 6 and chance["offset_interval_ms"][1] < 0 and chance["av_align_interval"][0] > 0
+    assert demo_eval.against_every_other_clip(world["clips"][:3]) is None  # one clip of each object: no partner
     scenes = [demo_eval._world_clip(demo_pipe, item, index)[0] for index, item in enumerate(captions)]
     assert summary["true_events_per_clip"] == pytest.approx(np.mean([len(s.event_times) for s in scenes]))
     # the world's own clips survive the codecs: read back right, and timed far closer than against another clip
-    assert summary["acc_all"] == 1.0 and summary["clips_with_events"] == 3
+    assert summary["acc_all"] == 1.0 and summary["clips_with_events"] == 6
     assert summary["mean_abs_offset_ms"] < 80 < summary["shuffled"]["mean_abs_offset_ms"]
     assert abs(summary["events_per_clip"] - summary["true_events_per_clip"]) <= 1
     for row, scene in zip(world["clips"], scenes):  # every true event is found in the decoded picture
@@ -282,6 +285,8 @@ def test_world_through_the_codecs_is_the_reference_row_of_the_table(demo_pipe):
     text = demo_eval.table({demo_eval.WORLD: world})
     assert f"| {demo_eval.WORLD} | 100% | 100% | 100% | 100% |" in text
     assert f"have {summary['true_events_per_clip']:.1f} events each" in text
+    lines = demo_eval.chance_table({demo_eval.WORLD: world}).splitlines()
+    assert len(lines) == 3 and lines[2].startswith(f"| {demo_eval.WORLD} | {chance['own_abs_offset_ms']:.0f} | ")
 
 
 def test_picture_dependence_pairs_each_clip_with_another_of_the_same_object():
