@@ -198,7 +198,8 @@ def describe_chance(result: ChanceComparison) -> str:
                   f"({result.offset_difference_ms:+.0f} ms, 95% interval {low:+.0f} to {high:+.0f})")  # fmt: skip
     low, high = result.av_align_interval
     return (f"{offset}; AV-Align {result.own_av_align:.2f} against {result.chance_av_align:.2f} "
-            f"({result.av_align_difference:+.2f}, {low:+.2f} to {high:+.2f}); {result.clips} clips")  # fmt: skip
+            f"({result.av_align_difference:+.2f}, {low:+.2f} to {high:+.2f}); {result.clips} clips"
+            + (" (under 10: the intervals are rough)" if result.clips < 10 else ""))  # fmt: skip
 
 
 def clip_onsets(waveform: np.ndarray, sample_rate: int, num_frames: int, fps: float) -> list[float]:
