@@ -101,7 +101,7 @@ def against_every_other_clip(rows: list[dict]) -> dict | None:
     """Each clip's picture against its own sound and against the sound of every other clip of its object, with 95%
     bootstrap intervals of the differences (``sync_metric.against_chance``); None when no object has two clips."""
     objects = [r["object"] for r in rows]
-    if all(objects.count(name) < 2 for name in objects):
+    if len(set(objects)) == len(objects):
         return None
     onsets, events = [r["onsets_s"] for r in rows], [r["events_s"] for r in rows]
     return asdict(sync_metric.against_chance(onsets, events, 16, groups=objects))
