@@ -1,26 +1,16 @@
-"""Shared test fixtures: the official parity fixtures live in ../shared/fixtures (JAVIS_FIXTURES overrides)."""
+"""Shared test fixtures. The official parity fixtures are kept in ``tests/fixtures`` (see its README)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def fixtures_dir() -> Path:
-    return Path(os.environ.get("JAVIS_FIXTURES", REPO.parent / "shared" / "fixtures"))
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
 @pytest.fixture(scope="session")
 def official_tiny() -> Path:
-    """The official tiny-network fixtures; missing files fail the run in CI instead of skipping."""
-    path = fixtures_dir() / "official_tiny"
-    if not (path / "tiny_official_io.safetensors").exists():
-        message = f"official parity fixtures not found at {path} (set JAVIS_FIXTURES to the fixtures dir)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
+    """Outputs of the official code on a tiny random network; part of the repository, so never skipped."""
+    return FIXTURES / "official_tiny"

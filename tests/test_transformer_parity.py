@@ -14,7 +14,7 @@ from javis_core.official_keys import diffusers_to_official_key, official_to_diff
 from javis_core.ta_rope import audio_position_ids, video_position_ids
 from javis_core.transformer import JavisDiTTransformer3DModel
 
-from .conftest import fixtures_dir
+from .conftest import FIXTURES
 
 TOL = 1e-5
 
@@ -81,7 +81,7 @@ def test_release_layout_with_merged_lora(official_tiny, io):
 
 
 def test_full_size_on_meta_matches_official_state_dict():
-    spec = json.loads((fixtures_dir().parent / "spec" / "official_state_dict.json").read_text())
+    spec = json.loads((FIXTURES / "official_state_dict.json").read_text())
     with torch.device("meta"):
         model = JavisDiTTransformer3DModel()
     ours = {key: tuple(value.shape) for key, value in model.state_dict().items()}
