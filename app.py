@@ -24,8 +24,8 @@ from pathlib import Path
 import gradio as gr
 import torch
 
-from javis_core import demo_world
-from javis_core.app_support import (
+from javis_core.demo import world as demo_world
+from javis_core.studio import (
     DEMO_MODEL,
     MAX_SEED,
     MODE_CHOICES,
@@ -39,10 +39,10 @@ from javis_core.app_support import (
     estimate_gpu_seconds,
     video_thumbnail,
 )
-from javis_core.demo_model import DEMO_DIR
-from javis_core.hub import add_loading_arguments
-from javis_core.sizes import DURATIONS, RESOLUTIONS
-from javis_core.text_encoder import DEFAULT_NEGATIVE_PROMPT
+from javis_core.demo.model import DEMO_DIR
+from javis_core.loaders.hub import add_loading_arguments
+from javis_core.pipelines.sizes import DURATIONS, RESOLUTIONS
+from javis_core.codecs.text import DEFAULT_NEGATIVE_PROMPT
 from javis_core.utils import best_device
 
 try:  # Hugging Face ZeroGPU; a no-op decorator elsewhere, and absent outside Spaces

@@ -43,12 +43,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from javis_core import demo_world, sync_metric  # noqa: E402
-from javis_core.audio_codec import AudioCodec, mel_frames_for, num_audio_samples  # noqa: E402
-from javis_core.checkpoints import load_transformer  # noqa: E402
-from javis_core.demo_model import DEMO_DIR, DEMO_SIZE, DEMO_STEPS, load_demo_pipeline  # noqa: E402
+from javis_core.demo import world as demo_world  # noqa: E402
+from javis_core.evaluation import sync_metric  # noqa: E402
+from javis_core.codecs.audio import AudioCodec, mel_frames_for, num_audio_samples  # noqa: E402
+from javis_core.loaders.checkpoints import load_transformer  # noqa: E402
+from javis_core.demo.model import DEMO_DIR, DEMO_SIZE, DEMO_STEPS  # noqa: E402
+from javis_core.loaders.pipeline_loader import load_pipeline  # noqa: E402
 from javis_core.media import write_video  # noqa: E402
-from javis_core.video_codec import VideoCodec  # noqa: E402
+from javis_core.codecs.video import VideoCodec  # noqa: E402
 
 CHANCE = {"kind": 1 / 3, "colour": 1 / 4, "sound": 1 / 3, "all": 1 / 36}
 WORLD = "world, through the codecs"
@@ -370,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
                                                 args.coupling))
     models = {"demo": None, **dict(item.split("=", 1) for item in args.compare)}
     results = {}
-    pipe = load_demo_pipeline(args.model)
+    pipe = load_pipeline(args.model)
     pipe.set_progress_bar_config(disable=True)
     for name, transformer in models.items():
         if transformer is not None:  # the text encoder and codecs stay: only the transformer differs

@@ -23,12 +23,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from javis_core.audio_codec import audio_latent_shape  # noqa: E402
-from javis_core.sizes import frames_for_duration, image_size  # noqa: E402
+from javis_core.codecs.audio import audio_latent_shape  # noqa: E402
+from javis_core.pipelines.sizes import frames_for_duration, image_size  # noqa: E402
 from javis_core.tiny import TEXT_DIM, tiny_transformer  # noqa: E402
-from javis_core.transformer import JavisDiTTransformer3DModel  # noqa: E402
+from javis_core.models.transformer import JavisDiTTransformer3DModel  # noqa: E402
 from javis_core.utils import parse_dtype  # noqa: E402
-from javis_core.video_codec import video_latent_shape  # noqa: E402
+from javis_core.codecs.video import video_latent_shape  # noqa: E402
 
 
 def build(model: str, layers: int, device: str, dtype: torch.dtype) -> JavisDiTTransformer3DModel:

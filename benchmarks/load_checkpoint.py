@@ -4,7 +4,7 @@
 
 Writes a random bf16 checkpoint shaped exactly like JavisVerse/JavisDiT-v1.0-jav (model/ = 1 GB colossalai-style
 .bin shards with the 982 official keys plus the unmerged lora_A/B.default tensors, lora/ = a PEFT adapter r 64,
-alpha 16 on the 12 official targets), then loads it through ``javis_core.checkpoints.load_transformer`` in a fresh
+alpha 16 on the 12 official targets), then loads it through ``javis_core.loaders.checkpoints.load_transformer`` in a fresh
 process (LoRA merged, bf16, CPU) and prints the wall time and the peak resident set size against the size of the
 checkpoint (target: at most 1.3x).
 """
@@ -26,7 +26,7 @@ from safetensors.torch import save_file
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from javis_core.official_keys import OFFICIAL_LORA_TARGETS  # noqa: E402
+from javis_core.loaders.official_keys import OFFICIAL_LORA_TARGETS  # noqa: E402
 
 SHARD_BYTES = 1024**3
 RANK, ALPHA = 64, 16
@@ -90,7 +90,7 @@ def load_in_child(root: Path) -> dict:
     code = (
         "import json, resource, time, torch, sys\n"
         f"sys.path.insert(0, {str(REPO)!r})\n"
-        "from javis_core.checkpoints import load_transformer\n"
+        "from javis_core.loaders.checkpoints import load_transformer\n"
         "start = time.perf_counter()\n"
         f"model = load_transformer({str(root)!r}, torch_dtype=torch.bfloat16)\n"
         "seconds = time.perf_counter() - start\n"

@@ -23,8 +23,8 @@ from safetensors.torch import load_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from javis_core.checkpoints import load_transformer  # noqa: E402
-from javis_core.demo_model import TEXT_MAX_LENGTH  # noqa: E402
+from javis_core.loaders.checkpoints import load_transformer  # noqa: E402
+from javis_core.demo.model import TEXT_MAX_LENGTH  # noqa: E402
 from javis_core.training.cache import pad_embeds, read_cache  # noqa: E402
 from javis_core.training.objective import flow_matching_losses  # noqa: E402
 

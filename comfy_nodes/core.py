@@ -17,16 +17,16 @@ import torch
 from diffusers import AutoencoderKL
 from transformers import SpeechT5HifiGan
 
-from javis_core.audio_codec import AudioCodec, audio_latent_shape, num_audio_samples
-from javis_core.checkpoints import load_transformer
-from javis_core.hub import AUDIOLDM2_FILES, JAVISDIT_FILES, WAN_DIFFUSERS_FILES, WAN_FILES, resolve_weights
-from javis_core.loading import default_dtype
-from javis_core.pipeline import JavisDiTPipeline
-from javis_core.schedule import make_scheduler
-from javis_core.sizes import FPS, SAMPLE_RATE, check_num_frames, frames_for_duration, image_size
-from javis_core.text_encoder import TextEncoder
+from javis_core.codecs.audio import AudioCodec, audio_latent_shape, num_audio_samples
+from javis_core.loaders.checkpoints import load_transformer
+from javis_core.loaders.hub import AUDIOLDM2_FILES, JAVISDIT_FILES, WAN_DIFFUSERS_FILES, WAN_FILES, resolve_weights
+from javis_core.loaders.pipeline_loader import default_dtype
+from javis_core.pipelines.pipeline_javisdit import JavisDiTPipeline
+from javis_core.pipelines.schedule import make_scheduler
+from javis_core.pipelines.sizes import FPS, SAMPLE_RATE, check_num_frames, frames_for_duration, image_size
+from javis_core.codecs.text import TextEncoder
 from javis_core.utils import parse_dtype
-from javis_core.video_codec import VideoCodec, video_latent_shape
+from javis_core.codecs.video import VideoCodec, video_latent_shape
 
 MODEL_FOLDER = "javisdit"  # models/javisdit/ in ComfyUI, registered with folder_paths
 MODES = ("t2av", "t2v", "t2a")

@@ -11,10 +11,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from javis_core.hub import AUDIOLDM2_REPO, JAVISDIT_REPO, WAN_REPO
-from javis_core.schedule import SCHEDULERS
-from javis_core.sizes import ASPECT_PRESETS, ASPECT_RATIOS, DURATIONS, RESOLUTIONS
-from javis_core.text_encoder import DEFAULT_NEGATIVE_PROMPT
+from javis_core.loaders.hub import AUDIOLDM2_REPO, JAVISDIT_REPO, WAN_REPO
+from javis_core.pipelines.schedule import SCHEDULERS
+from javis_core.pipelines.sizes import ASPECT_PRESETS, ASPECT_RATIOS, DURATIONS, RESOLUTIONS
+from javis_core.codecs.text import DEFAULT_NEGATIVE_PROMPT
 
 from . import core
 

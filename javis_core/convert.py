@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .checkpoints import CheckpointError, load_transformer
+from .loaders.checkpoints import CheckpointError, load_transformer
 from .utils import parse_dtype
 
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from .hub import add_loading_arguments
-from .sizes import ASPECT_PRESETS, ASPECT_RATIOS, FPS, RESOLUTIONS, SAMPLE_RATE
+from .loaders.hub import add_loading_arguments
+from .pipelines.sizes import ASPECT_PRESETS, ASPECT_RATIOS, FPS, RESOLUTIONS, SAMPLE_RATE
 
 DEFAULT_STEPS = 50
 
@@ -95,7 +95,7 @@ def save_result(result, index: int, stem: Path, mode: str, wav: bool) -> list[Pa
 
 def apply_model_defaults(args: argparse.Namespace) -> None:
     """Steps and length left unset: the demo model's own (what it was trained and evaluated on), else the usual."""
-    from .demo_model import DEMO_DURATION, DEMO_NAME, DEMO_STEPS, demo_available
+    from .demo.model import DEMO_DURATION, DEMO_NAME, DEMO_STEPS, demo_available
 
     if args.model == DEMO_NAME or demo_available(args.model):
         args.steps = DEMO_STEPS if args.steps is None else args.steps
@@ -107,8 +107,8 @@ def apply_model_defaults(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> list[Path]:
     from accelerate import PartialState
 
-    from .loading import load_pipeline
-    from .pipeline import JavisDiTPipeline
+    from .loaders.pipeline_loader import load_pipeline
+    from .pipelines.pipeline_javisdit import JavisDiTPipeline
     from .utils import best_device, parse_dtype
 
     apply_model_defaults(args)
@@ -156,8 +156,8 @@ def run(args: argparse.Namespace) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .checkpoints import CheckpointError
-    from .hub import WeightsNotFoundError
+    from .loaders.checkpoints import CheckpointError
+    from .loaders.hub import WeightsNotFoundError
 
     args = build_parser().parse_args(argv)
     try:

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import torch
 
-from .audio_codec import tiny_audio_codec_components
-from .pipeline import JavisDiTPipeline
-from .schedule import make_scheduler
-from .text_encoder import tiny_text_encoder
-from .transformer import JavisDiTTransformer3DModel
-from .video_codec import tiny_video_vae
+from .codecs.audio import tiny_audio_codec_components
+from .pipelines.pipeline_javisdit import JavisDiTPipeline
+from .pipelines.schedule import make_scheduler
+from .codecs.text import tiny_text_encoder
+from .models.transformer import JavisDiTTransformer3DModel
+from .codecs.video import tiny_video_vae
 
 TEXT_DIM = 32
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib
 import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -35,10 +36,26 @@ def best_device() -> str:
     return "cpu"
 
 
-def saved_class_name(directory: str | Path) -> str | None:
-    """The ``_class_name`` a diffusers ``save_pretrained`` wrote to ``directory/config.json`` (None: no config)."""
-    config = Path(directory) / "config.json"
-    return json.loads(config.read_text()).get("_class_name") if config.exists() else None
+def load_component(root: str | Path, name: str, default: type, **kwargs):
+    """``root/name`` as the class that ``root/model_index.json`` names for it (diffusers' own dispatch, so a
+    saved pipeline may bring codecs of its own), else as ``default``."""
+    from diffusers import AutoModel
+
+    root = Path(root)
+    if name in import_named_modules(root):
+        return AutoModel.from_pretrained(str(root), subfolder=name, **kwargs)
+    return default.from_pretrained(str(root / name), **kwargs)
+
+
+def import_named_modules(root: str | Path) -> dict:
+    """Import the modules of this package that ``root/model_index.json`` names (diffusers loads classes only from
+    modules already imported); return the index, empty when there is none. Other libraries are left to diffusers."""
+    index = Path(root) / "model_index.json"
+    components = json.loads(index.read_text()) if index.is_file() else {}
+    for entry in components.values():
+        if isinstance(entry, list) and entry and str(entry[0]).startswith(__package__ + "."):
+            importlib.import_module(entry[0])
+    return components
 
 
 def write_csv(path: str | Path, columns: Sequence[str], rows: Iterable[dict]) -> Path:

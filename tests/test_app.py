@@ -17,7 +17,7 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 import app
-from javis_core.app_support import (
+from javis_core.studio import (
     GenerationCancelled,
     GenerationSettings,
     ModelConfig,
@@ -28,7 +28,7 @@ from javis_core.app_support import (
     estimate_gpu_seconds,
 )
 from javis_core.media import probe, write_video
-from javis_core.text_encoder import DEFAULT_NEGATIVE_PROMPT
+from javis_core.codecs.text import DEFAULT_NEGATIVE_PROMPT
 from javis_core.tiny import save_tiny_pipeline
 
 # prompt, negative, mode, duration, resolution, aspect, guidance, audio guidance, linked, steps, shift, seed, random

@@ -1,10 +1,10 @@
-"""Tests for javis_core.audio_codec (spec 3.2 / 3.3) using tiny random AudioLDM2-shaped components."""
+"""Tests for javis_core.codecs.audio (spec 3.2 / 3.3) using tiny random AudioLDM2-shaped components."""
 
 import numpy as np
 import pytest
 import torch
 
-from javis_core.audio_codec import (
+from javis_core.codecs.audio import (
     AUDIOLDM2_SCALING_FACTOR,
     AudioCodec,
     MelFrontEnd,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from javis_core.audio_codec import AudioCodec, mel_frames_for, num_audio_samples, tiny_audio_codec_components
+from javis_core.codecs.audio import AudioCodec, mel_frames_for, num_audio_samples, tiny_audio_codec_components
 
 RATE = 16000
 BURST_S = 0.05

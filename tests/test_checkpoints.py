@@ -11,9 +11,9 @@ from diffusers import WanTransformer3DModel
 from safetensors.torch import load_file, save_file
 
 from javis_core import convert
-from javis_core.checkpoints import CheckpointError, load_transformer
-from javis_core.official_keys import diffusers_to_official_key
-from javis_core.transformer import JavisDiTTransformer3DModel
+from javis_core.loaders.checkpoints import CheckpointError, load_transformer
+from javis_core.loaders.official_keys import diffusers_to_official_key
+from javis_core.models.transformer import JavisDiTTransformer3DModel
 
 
 @pytest.fixture(scope="module")

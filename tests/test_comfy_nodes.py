@@ -14,12 +14,12 @@ import torch
 
 from comfy_nodes import core
 from comfy_nodes.specs import LATENTS, NODE_SPECS, SAMPLER, Param
-from javis_core.hub import JAVISDIT_REPO, WeightsNotFoundError
-from javis_core.pipeline import JavisDiTPipeline
-from javis_core.schedule import partial_sigmas, official_shift, official_sigmas
-from javis_core.text_encoder import TextEncoder
+from javis_core.loaders.hub import JAVISDIT_REPO, WeightsNotFoundError
+from javis_core.pipelines.pipeline_javisdit import JavisDiTPipeline
+from javis_core.pipelines.schedule import partial_sigmas, official_shift, official_sigmas
+from javis_core.codecs.text import TextEncoder
 from javis_core.tiny import save_tiny_pipeline
-from javis_core.transformer import JavisDiTTransformer3DModel
+from javis_core.models.transformer import JavisDiTTransformer3DModel
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOWS = REPO / "comfy_nodes" / "example_workflows"

@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 import app
-from javis_core import demo_world, sync_metric
-from javis_core.app_support import DEMO_MODEL, FULL_MODEL, GenerationSettings, ModelConfig, ModelManager, Studio
-from javis_core.audio_codec import AudioCodec
-from javis_core.checkpoints import load_transformer
-from javis_core.demo_codecs import GriffinLimVocoder, LinearMelVAE, LinearVideoVAE
-from javis_core.demo_model import DEMO_DIR, TEXT_MAX_LENGTH, demo_available, demo_tokenizer, minilm_dir
-from javis_core.loading import load_audioldm2_components, load_pipeline
+from javis_core.demo import world as demo_world
+from javis_core.evaluation import sync_metric
+from javis_core.studio import DEMO_MODEL, FULL_MODEL, GenerationSettings, ModelConfig, ModelManager, Studio
+from javis_core.codecs.audio import AudioCodec
+from javis_core.loaders.checkpoints import load_transformer
+from javis_core.demo.codecs import GriffinLimVocoder, LinearMelVAE, LinearVideoVAE
+from javis_core.demo.model import DEMO_DIR, TEXT_MAX_LENGTH, demo_available, demo_tokenizer, minilm_dir
+from javis_core.loaders.pipeline_loader import load_audioldm2_components, load_pipeline
 from javis_core.media import probe
-from javis_core.text_encoder import TextEncoder
-from javis_core.transformer import JavisDiTTransformer3DModel
-from javis_core.video_codec import VideoCodec
+from javis_core.codecs.text import TextEncoder
+from javis_core.models.transformer import JavisDiTTransformer3DModel
+from javis_core.codecs.video import VideoCodec
 
 FPS, FRAMES, HEIGHT, WIDTH = 16, 33, 64, 112
 
@@ -42,7 +48,7 @@ def video_codec(request, tmp_path_factory) -> tuple[VideoCodec, tuple]:
     vae = LinearVideoVAE.fit(clips, z_dim=16, scale_factor_spatial=stride, pixel_pool=pool)
     path = tmp_path_factory.mktemp("vae")
     vae.save_pretrained(str(path / "vae"))
-    return VideoCodec.from_pretrained(path), request.param  # the saved config names the class: loading dispatches
+    return VideoCodec(LinearVideoVAE.from_pretrained(str(path / "vae"))), request.param
 
 
 def test_pca_video_codec_keeps_what_the_clip_shows_and_when(video_codec):
@@ -89,7 +95,8 @@ def test_mel_codec_and_griffin_lim_keep_sound_kind_and_onsets(tmp_path, whiten, 
     mels = [front.waveform_to_mel(torch.from_numpy(audio)[None]) for _, _, audio in world_clips(24)]
     LinearMelVAE.fit(mels, whiten=whiten, scaling_factor=scale).save_pretrained(str(tmp_path / "vae"))
     GriffinLimVocoder().save_pretrained(str(tmp_path / "vocoder"))
-    codec = AudioCodec(*load_audioldm2_components(tmp_path))
+    codec = AudioCodec(LinearMelVAE.from_pretrained(str(tmp_path / "vae")),
+                       GriffinLimVocoder.from_pretrained(str(tmp_path / "vocoder")))  # fmt: skip
     assert codec.downsample == 4 and codec.num_mel_bins == 64
     for kind in demo_world.KINDS:
         scene, _, audio = next(world_clips(1, seed=5, kind=kind))
@@ -376,3 +383,32 @@ def test_picture_dependence_by_object_averages_each_objects_own_clips(tmp_path):
     assert ball[0] != pytest.approx(light[0])  # not the same clips
     for which in (0, 1):
         assert (2 * ball[which] + light[which]) / 3 == pytest.approx(overall[which], rel=1e-5)
+
+
+def test_the_demo_is_an_ordinary_saved_pipeline_loaded_by_diffusers_dispatch(demo_pipe):
+    index = json.loads((DEMO_DIR / "model_index.json").read_text())
+    assert index["_class_name"] == "JavisDiTPipeline" and index["vae"] == ["javis_core.demo.codecs", "LinearVideoVAE"]
+    assert type(demo_pipe.vae).__name__ == "LinearVideoVAE" and type(demo_pipe.vocoder).__name__ == "GriffinLimVocoder"
+    assert demo_pipe.transformer.dtype == torch.float32  # stored in fp16, run in fp32 on a CPU
+    assert not (DEMO_DIR / "text_encoder" / "model.safetensors").exists()  # the weights come from their package
+
+
+def test_production_loading_does_not_import_the_demo():
+    code = ("import sys, javis_core, javis_core.loaders.pipeline_loader, javis_core.codecs.video, javis_core.generate;"
+            "print(sorted(m for m in sys.modules if m.startswith('javis_core.demo')))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                            cwd=Path(__file__).resolve().parents[1])  # fmt: skip
+    assert result.stdout.strip() == "[]"
+
+
+def test_encoder_dirs_of_the_demo_recipe_load_through_their_model_index(tmp_path):
+    from javis_core.demo.model import write_encoder_dirs
+    from javis_core.loaders.pipeline_loader import load_wan_components
+
+    shipped = load_pipeline("demo")
+    wan, audio = write_encoder_dirs(tmp_path, shipped.vae, shipped.audio_vae)
+    text, video = load_wan_components(wan, torch.float32)
+    mel_vae, vocoder = load_audioldm2_components(audio)
+    assert isinstance(video.vae, LinearVideoVAE) and isinstance(mel_vae, LinearMelVAE)
+    assert isinstance(vocoder, GriffinLimVocoder)
+    assert torch.equal(video.vae.state_dict()["components"], shipped.vae.state_dict()["components"])

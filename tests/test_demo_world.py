@@ -8,7 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from javis_core import demo_world, sync_metric
+from javis_core.demo import world as demo_world
+from javis_core.evaluation import sync_metric
 from javis_core.media import probe, read_video
 
 FPS = 16

@@ -83,7 +83,7 @@ def test_missing_weights_say_what_to_do(tmp_path, capsys):
 
 
 def test_unset_steps_and_length_follow_the_model():
-    from javis_core.demo_model import DEMO_DURATION, DEMO_STEPS
+    from javis_core.demo.model import DEMO_DURATION, DEMO_STEPS
 
     def resolved(*extra: str) -> tuple:
         args = generate.build_parser().parse_args(["--prompt", "x", *extra])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from javis_core.hub import AUDIOLDM2_FILES, WeightsNotFoundError, resolve_weights
+from javis_core.loaders.hub import AUDIOLDM2_FILES, WeightsNotFoundError, resolve_weights
 
 
 def test_local_directory_is_used_as_is(tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from javis_core.pipeline import JavisDiTPipeline
+from javis_core.pipelines.pipeline_javisdit import JavisDiTPipeline
 from javis_core.tiny import save_tiny_pipeline
 
 SMALL = dict(height=64, width=96, num_frames=9, num_inference_steps=2)
@@ -126,8 +126,8 @@ def test_bad_input_names_the_field(pipe, kwargs, message):
 
 
 def test_unreadable_model_dir_is_reported(tmp_path):
-    from javis_core.checkpoints import CheckpointError
-    from javis_core.loading import load_pipeline
+    from javis_core.loaders.checkpoints import CheckpointError
+    from javis_core.loaders.pipeline_loader import load_pipeline
 
     with pytest.raises(CheckpointError, match="no weights found"):
         load_pipeline(tmp_path)

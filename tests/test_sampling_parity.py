@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from safetensors.torch import load_file
 
-from javis_core.checkpoints import load_transformer
-from javis_core.pipeline import JavisDiTPipeline
-from javis_core.schedule import make_scheduler, official_shift, official_sigmas
+from javis_core.loaders.checkpoints import load_transformer
+from javis_core.pipelines.pipeline_javisdit import JavisDiTPipeline
+from javis_core.pipelines.schedule import make_scheduler, official_shift, official_sigmas
 
 
 def test_shift_uses_official_bf16_arithmetic():

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from javis_core import sync_metric
+from javis_core.evaluation import sync_metric
 from javis_core.media import write_video
 
 FPS, RATE = 16, 16000

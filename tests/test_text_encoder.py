@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from javis_core.text_encoder import (
+from javis_core.codecs.text import (
     DEFAULT_NEGATIVE_PROMPT,
     VIDEO_ONLY_NEGATIVE_PROMPT,
     WAN_T5_FILE,

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from javis_core.checkpoints import load_transformer
+from javis_core.loaders.checkpoints import load_transformer
 from javis_core.training.data import BucketTable, read_manifest
 from javis_core.training.dpo import av_dpo_loss
 from javis_core.training.preference import RankingOptions, rank_pairs
@@ -135,7 +135,7 @@ def test_stage3_dpo_continues_the_adapter(world, stage1, stage2):
     changed = changed_keys(stage2_weights, stage3_weights)
     assert changed and all(TARGET_WEIGHT.match(key) for key in changed)
 
-    from javis_core.loading import load_pipeline
+    from javis_core.loaders.pipeline_loader import load_pipeline
 
     pipe = load_pipeline(out / "transformer", wan=world / "models" / "wan", audioldm2=world / "models" / "audioldm2")
     clip = pipe("a red square bounces", height=32, width=48, num_frames=9, num_inference_steps=2)

@@ -9,10 +9,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from javis_core.checkpoints import load_transformer
-from javis_core.official_keys import diffusers_to_official_key, official_to_diffusers_key
-from javis_core.ta_rope import audio_position_ids, video_position_ids
-from javis_core.transformer import JavisDiTTransformer3DModel
+from javis_core.loaders.checkpoints import load_transformer
+from javis_core.loaders.official_keys import diffusers_to_official_key, official_to_diffusers_key
+from javis_core.models.ta_rope import audio_position_ids, video_position_ids
+from javis_core.models.transformer import JavisDiTTransformer3DModel
 
 from .conftest import FIXTURES
 

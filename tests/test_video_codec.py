@@ -9,7 +9,7 @@ import pytest
 import torch
 from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
 
-from javis_core.video_codec import (
+from javis_core.codecs.video import (
     WAN_LATENTS_MEAN,
     WAN_LATENTS_STD,
     WAN_VAE_FILE,

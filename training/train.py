@@ -37,10 +37,10 @@ from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from javis_core.audio_codec import AudioCodec  # noqa: E402
-from javis_core.loading import load_audioldm2_components, load_wan_components  # noqa: E402
-from javis_core.hub import resolve_weights  # noqa: E402
-from javis_core.text_encoder import DEFAULT_NEGATIVE_PROMPT  # noqa: E402
+from javis_core.codecs.audio import AudioCodec  # noqa: E402
+from javis_core.loaders.pipeline_loader import load_audioldm2_components, load_wan_components  # noqa: E402
+from javis_core.loaders.hub import resolve_weights  # noqa: E402
+from javis_core.codecs.text import DEFAULT_NEGATIVE_PROMPT  # noqa: E402
 from javis_core.training import cache as cache_lib  # noqa: E402
 from javis_core.training.data import (  # noqa: E402
     BucketTable,
@@ -541,7 +541,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def cli() -> int:
     """``main`` with user errors (missing weights or files, bad manifests or settings) as one line, exit code 2."""
-    from javis_core.hub import WeightsNotFoundError
+    from javis_core.loaders.hub import WeightsNotFoundError
 
     try:
         return main()

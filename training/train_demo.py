@@ -3,7 +3,7 @@
     python training/train_demo.py --out outputs/demo            # about an hour on a 2-core CPU (model card)
     python training/train_demo.py --out outputs/demo --export   # ... and replace assets/demo_model
 
-Steps: render the demo world (javis_core/demo_world.py) -> fit the PCA video/audio codecs -> stage 0 (a t2v video
+Steps: render the demo world (javis_core/demo/world.py) -> fit the PCA video/audio codecs -> stage 0 (a t2v video
 base, standing in for Wan2.1) -> stage 1 (audio branch) -> stage 2 (audio-video LoRA SFT) -> generate candidates
 with the stage-2 model for training captions and rank them by the synchrony metric and caption match -> stage 3
 (AV-DPO on those pairs) -> export. Every stage is ``training/train.py`` with a config written to ``<out>/configs``.
@@ -27,21 +27,22 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from javis_core import demo_world, sync_metric  # noqa: E402
-from javis_core.audio_codec import AudioCodec  # noqa: E402
-from javis_core.demo_codecs import GriffinLimVocoder, LinearMelVAE, LinearVideoVAE  # noqa: E402
-from javis_core.demo_model import (  # noqa: E402
+from javis_core.demo import world as demo_world  # noqa: E402
+from javis_core.evaluation import sync_metric  # noqa: E402
+from javis_core.codecs.audio import AudioCodec  # noqa: E402
+from javis_core.demo.codecs import GriffinLimVocoder, LinearMelVAE, LinearVideoVAE  # noqa: E402
+from javis_core.demo.model import (  # noqa: E402
     DEMO_DIR,
     DEMO_STEPS,
     TEXT_MAX_LENGTH,
     demo_transformer_config,
     export_demo,
-    load_demo_pipeline,
+
     write_encoder_dirs,
 )
 from javis_core.media import read_video, write_video  # noqa: E402
 from javis_core.training.objective import TRAIN_SHIFT_SCALE  # noqa: E402
-from javis_core.transformer import JavisDiTTransformer3DModel  # noqa: E402
+from javis_core.models.transformer import JavisDiTTransformer3DModel  # noqa: E402
 from javis_core.utils import write_csv  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -117,7 +118,7 @@ def make_dpo_pairs(out: Path, model_dir: Path, captions: int, candidates: int) -
     """Candidates of the SFT model (plus the ground truth) per training caption; best vs worst by reward."""
     data = out / "data"
     events = [json.loads(line) for line in (data / "events.jsonl").read_text().splitlines()]
-    pipe = load_demo_pipeline(model_dir)
+    pipe = load_pipeline(model_dir)
     pipe.set_progress_bar_config(disable=True)
     seen, pairs, log = set(), [], []
     for scene in events:

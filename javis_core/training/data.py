@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from ..media import _read_audio, probe, read_video
-from ..sizes import ASPECT_RATIOS, SAMPLE_RATE, image_size
+from ..pipelines.sizes import ASPECT_RATIOS, SAMPLE_RATE, image_size
 
 logger = logging.getLogger(__name__)
 

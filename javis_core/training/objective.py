@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from ..schedule import official_shift, shift_sigmas
+from ..pipelines.schedule import official_shift, shift_sigmas
 
 TRAIN_SHIFT_SCALE = 5.0
 

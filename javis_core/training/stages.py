@@ -21,8 +21,8 @@ from typing import Iterator
 import torch
 from peft import LoraConfig
 
-from ..checkpoints import CheckpointError, load_transformer
-from ..transformer import JavisDiTTransformer3DModel
+from ..loaders.checkpoints import CheckpointError, load_transformer
+from ..models.transformer import JavisDiTTransformer3DModel
 
 STAGES = (0, 1, 2, 3)
 MODEL_TYPES = {0: "t2v", 1: "t2a", 2: "t2av", 3: "t2av"}

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ..media import write_video, write_wav
-from ..sizes import SAMPLE_RATE
+from ..pipelines.sizes import SAMPLE_RATE
 from ..utils import write_csv
 
 COLOURS = {"red": ((220, 40, 40), 440.0), "green": ((40, 200, 60), 660.0), "blue": ((50, 80, 230), 880.0),
@@ -106,10 +106,10 @@ def tiny_wan_transformer(seed: int = 0):
 
 def save_tiny_models(out_dir: str | Path, seed: int = 0) -> dict[str, Path]:
     """``wan/`` (diffusers layout: transformer, text_encoder, tokenizer, vae) and ``audioldm2/`` (vae, vocoder)."""
-    from ..audio_codec import save_tiny_audioldm2
-    from ..text_encoder import save_tiny_text_encoder
+    from ..codecs.audio import save_tiny_audioldm2
+    from ..codecs.text import save_tiny_text_encoder
     from ..tiny import TEXT_DIM
-    from ..video_codec import save_tiny_wan_vae
+    from ..codecs.video import save_tiny_wan_vae
 
     out_dir = Path(out_dir)
     wan = out_dir / "wan"

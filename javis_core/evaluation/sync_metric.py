@@ -1,7 +1,7 @@
 """Audio-visual synchrony without downloaded models: audio onsets against visual events.
 
-    python -m javis_core.sync_metric clip.mp4 [--json]
-    python -m javis_core.sync_metric clips/*.mp4 --chance      # is this set of clips in sync beyond chance?
+    python -m javis_core.evaluation.sync_metric clip.mp4 [--json]
+    python -m javis_core.evaluation.sync_metric clips/*.mp4 --chance      # is this set of clips in sync beyond chance?
 
 Audio onsets are peaks of the positive log-energy flux in 10 ms frames; visual events are flashes (sharp rises of
 the mean brightness) and impacts (the centre of the moving part of the picture turns back while moving fast). Each audio onset is matched to the
@@ -218,7 +218,7 @@ def measure_file(path: str) -> SyncReport:
 
 
 def _measure_file_with_rate(path: str) -> tuple[SyncReport, float]:
-    from .media import read_video
+    from ..media import read_video
 
     frames, audio, fps = read_video(path)
     if audio.size == 0:
@@ -227,7 +227,7 @@ def _measure_file_with_rate(path: str) -> tuple[SyncReport, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m javis_core.sync_metric", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m javis_core.evaluation.sync_metric", description=__doc__.splitlines()[0])
     parser.add_argument("videos", nargs="+", help="mp4 files with sound")
     parser.add_argument("--json", action="store_true", help="print one JSON object per file")
     parser.add_argument("--chance", action="store_true",

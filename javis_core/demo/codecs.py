@@ -28,8 +28,7 @@ from torch import nn
 from torch.nn import functional as F
 from transformers.audio_utils import mel_filter_bank
 
-from .audio_codec import HOP_LENGTH, N_FFT, NUM_MELS, SAMPLE_RATE
-from .utils import saved_class_name
+from ..codecs.audio import HOP_LENGTH, N_FFT, NUM_MELS, SAMPLE_RATE
 
 _DETERMINISTIC_LOGVAR = -30.0  # the posterior is a point: diffusers clamps logvar at -30 (std 3e-7)
 
@@ -237,9 +236,3 @@ class GriffinLimVocoder(ModelMixin, ConfigMixin):
             angles = angles / (angles.abs() + 1e-8)
             previous = rebuilt
         return self._istft(magnitude * angles, length).clamp(-1.0, 1.0)
-
-
-def saved_codec_class(directory, default: type) -> type:
-    """The demo codec class that a saved ``config.json`` names, else ``default`` (the real model's class)."""
-    demo_classes = {cls.__name__: cls for cls in (LinearVideoVAE, LinearMelVAE, GriffinLimVocoder)}
-    return demo_classes.get(saved_class_name(directory), default)

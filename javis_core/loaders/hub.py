@@ -18,8 +18,8 @@ AUDIOLDM2_REPO = "cvssp/audioldm2"
 # What each source contributes; only these files are downloaded.
 JAVISDIT_FILES = ["model/*", "lora/*"]
 WAN_FILES = ["Wan2.1_VAE.pth", "models_t5_umt5-xxl-enc-bf16.pth", "google/umt5-xxl/*"]
-WAN_DIFFUSERS_FILES = ["text_encoder/*", "tokenizer/*", "vae/*"]
-AUDIOLDM2_FILES = ["vae/*", "vocoder/*"]
+WAN_DIFFUSERS_FILES = ["model_index.json", "text_encoder/*", "tokenizer/*", "vae/*"]
+AUDIOLDM2_FILES = ["model_index.json", "vae/*", "vocoder/*"]
 
 
 class WeightsNotFoundError(RuntimeError):

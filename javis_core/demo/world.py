@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .sizes import SAMPLE_RATE
-from .utils import write_csv
+from ..pipelines.sizes import SAMPLE_RATE
+from ..utils import write_csv
 
 KINDS = ("ball", "light", "drum")
 COLOURS = {"red": (225, 45, 45), "green": (45, 205, 70), "blue": (55, 90, 235), "yellow": (235, 215, 45)}
@@ -152,7 +152,7 @@ def sample_scene(rng: np.random.Generator, seconds: float, kind: str | None = No
 
 
 def _write_clip(out_dir: Path, name: str, scene: Scene, num_frames: int, height: int, width: int, fps: float) -> None:
-    from .media import write_video
+    from ..media import write_video
 
     frames, audio = render(scene.kind, scene.colour, scene.event_times, num_frames, height, width, fps)
     write_video(out_dir / name, frames, fps=fps, audio=audio)

@@ -17,8 +17,8 @@ from diffusers import AutoencoderKLWan
 from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
 from torch import nn
 
-from .checkpoints import read_weights
-from .demo_codecs import saved_codec_class
+from ..loaders.checkpoints import read_weights
+from ..utils import load_component
 
 WAN_VAE_FILE = "Wan2.1_VAE.pth"
 TEMPORAL_STRIDE = 4
@@ -160,7 +160,7 @@ class VideoCodec(nn.Module):
                 f"diffusion_pytorch_model.safetensors (diffusers layout, e.g. Wan-AI/Wan2.1-T2V-1.3B-Diffusers); "
                 f"for the original {WAN_VAE_FILE} use VideoCodec.from_wan_original"
             )
-        vae = saved_codec_class(vae_dir, AutoencoderKLWan).from_pretrained(str(vae_dir), dtype=torch_dtype)
+        vae = load_component(vae_dir.parent, vae_dir.name, AutoencoderKLWan, dtype=torch_dtype)
         return cls(vae.to(device) if device is not None else vae)
 
     @classmethod

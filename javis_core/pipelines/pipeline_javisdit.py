@@ -14,13 +14,13 @@ from typing import Callable
 
 import numpy as np
 import torch
-from diffusers import AutoencoderKL, AutoencoderKLWan, DiffusionPipeline
+from diffusers import DiffusionPipeline, ModelMixin
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
-from transformers import SpeechT5HifiGan, UMT5EncoderModel
+from transformers import PreTrainedModel
 
-from .audio_codec import AudioCodec, audio_latent_shape, num_audio_samples
+from ..codecs.audio import AudioCodec, audio_latent_shape, num_audio_samples
 from .schedule import make_scheduler, official_shift, partial_sigmas
 from .sizes import (
     FPS,
@@ -29,9 +29,9 @@ from .sizes import (
     frames_for_duration,
     image_size,
 )
-from .text_encoder import DEFAULT_NEGATIVE_PROMPT, VIDEO_ONLY_NEGATIVE_PROMPT, TextEncoder
-from .transformer import JavisDiTTransformer3DModel
-from .video_codec import VideoCodec, spatial_stride_of, video_latent_shape
+from ..codecs.text import DEFAULT_NEGATIVE_PROMPT, VIDEO_ONLY_NEGATIVE_PROMPT, TextEncoder
+from ..models.transformer import JavisDiTTransformer3DModel
+from ..codecs.video import VideoCodec, spatial_stride_of, video_latent_shape
 
 MODES = ("t2av", "t2a", "t2v")
 OUTPUT_TYPES = ("np", "pt", "latent")
@@ -66,11 +66,11 @@ class JavisDiTPipeline(DiffusionPipeline):
         self,
         transformer: JavisDiTTransformer3DModel,
         scheduler,
-        text_encoder: UMT5EncoderModel | None = None,
+        text_encoder: PreTrainedModel | None = None,  # umT5 (a saved pipeline may bring another encoder)
         tokenizer=None,
-        vae: AutoencoderKLWan | None = None,
-        audio_vae: AutoencoderKL | None = None,
-        vocoder: SpeechT5HifiGan | None = None,
+        vae: ModelMixin | None = None,  # AutoencoderKLWan, or a codec with its interface
+        audio_vae: ModelMixin | None = None,  # AutoencoderKL
+        vocoder: PreTrainedModel | ModelMixin | None = None,  # SpeechT5HifiGan
     ):
         super().__init__()
         self.register_modules(

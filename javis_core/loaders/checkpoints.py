@@ -24,7 +24,7 @@ from safetensors import safe_open
 from torch import nn
 
 from .official_keys import official_module_to_diffusers, official_to_diffusers_key
-from .transformer import JavisDiTTransformer3DModel
+from ..models.transformer import JavisDiTTransformer3DModel
 
 WEIGHT_INDEX_FILES = (
     "model.safetensors.index.json",

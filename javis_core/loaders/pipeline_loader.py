@@ -1,10 +1,9 @@
 """Assembling a ready-to-run `JavisDiTPipeline` from the published checkpoints or a saved pipeline dir.
 
 Sources (each a hub id or a local directory):
-* ``model``: ``demo`` (the offline demo model shipped in ``assets/demo_model``, or any demo model dir; the
-  other two sources are then not needed), the JavisDiT++ release (JavisVerse/JavisDiT-v1.0-jav: ``model/`` + ``lora/``), any transformer
+* ``model``: the JavisDiT++ release (JavisVerse/JavisDiT-v1.0-jav: ``model/`` + ``lora/``), any transformer
   layout ``load_transformer`` reads, or a complete pipeline dir with ``model_index.json`` (then the other two
-  sources are not needed);
+  sources are not needed; ``demo`` names the offline demo pipeline shipped in ``assets/demo_model``);
 * ``wan``: Wan2.1-T2V-1.3B for the umT5 text encoder, its tokenizer and the video VAE, original layout
   (``models_t5_umt5-xxl-enc-bf16.pth``, ``google/umt5-xxl/``, ``Wan2.1_VAE.pth``) or diffusers layout;
 * ``audioldm2``: cvssp/audioldm2 (only ``vae/`` and ``vocoder/`` are used).
@@ -19,7 +18,6 @@ from diffusers import AutoencoderKL
 from transformers import SpeechT5HifiGan
 
 from .checkpoints import load_transformer
-from .demo_codecs import saved_codec_class
 from .hub import (
     AUDIOLDM2_FILES,
     AUDIOLDM2_REPO,
@@ -31,11 +29,14 @@ from .hub import (
     WeightsNotFoundError,
     resolve_weights,
 )
-from .pipeline import JavisDiTPipeline
-from .schedule import make_scheduler
-from .text_encoder import TextEncoder
-from .utils import parse_dtype
-from .video_codec import VideoCodec
+from ..pipelines.pipeline_javisdit import JavisDiTPipeline
+from ..pipelines.schedule import make_scheduler
+from ..codecs.text import TextEncoder
+from ..utils import import_named_modules, load_component, parse_dtype
+from ..codecs.video import VideoCodec
+
+DEMO_NAME = "demo"  # --model demo in the CLI and the app
+DEMO_DIR = Path(__file__).resolve().parents[2] / "assets" / "demo_model"
 
 
 def default_dtype(device: str | torch.device) -> torch.dtype:
@@ -68,15 +69,12 @@ def load_wan_components(wan: str | Path, torch_dtype: torch.dtype) -> tuple[Text
 
 
 def load_audioldm2_components(audioldm2: str | Path) -> tuple[AutoencoderKL, SpeechT5HifiGan]:
-    """AudioLDM2's mel VAE and HiFi-GAN vocoder (small: kept in fp32); or the demo model's PCA codec and
-    Griffin-Lim vocoder when the saved configs name them."""
+    """AudioLDM2's mel VAE and HiFi-GAN vocoder (small: kept in fp32), or what the dir's model_index.json names."""
     local = Path(audioldm2)
     if not local.exists():
         local = resolve_weights(audioldm2, AUDIOLDM2_FILES, "AudioLDM2 audio VAE and vocoder", "--audioldm2")
     _require(local, ["vae", "vocoder"], "AudioLDM2", "--audioldm2")
-    vae_class = saved_codec_class(local / "vae", AutoencoderKL)
-    vocoder_class = saved_codec_class(local / "vocoder", SpeechT5HifiGan)
-    return vae_class.from_pretrained(local / "vae"), vocoder_class.from_pretrained(local / "vocoder")
+    return load_component(local, "vae", AutoencoderKL), load_component(local, "vocoder", SpeechT5HifiGan)
 
 
 def load_pipeline(
@@ -89,14 +87,11 @@ def load_pipeline(
     vae_tiling: bool = False,
 ) -> JavisDiTPipeline:
     """A pipeline on ``device`` (or with model CPU offload onto it), transformer and text encoder in ``torch_dtype``."""
-    from .demo_model import DEMO_DIR, DEMO_NAME, demo_available, load_demo_pipeline
-
     model_path = DEMO_DIR if str(model) == DEMO_NAME else Path(model)
-    if demo_available(model_path):  # the small offline model: fp32, its own text encoder and codecs
-        return load_demo_pipeline(model_path, device)
     dtype = parse_dtype(torch_dtype) if torch_dtype is not None else default_dtype(device)
     if (model_path / "model_index.json").exists():
         dtypes = {"transformer": dtype, "text_encoder": dtype, "default": torch.float32}
+        import_named_modules(model_path)
         pipe = JavisDiTPipeline.from_pretrained(model_path, dtype=dtypes)
     else:
         if not model_path.exists():

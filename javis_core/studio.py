@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
-from .hub import AUDIOLDM2_REPO, JAVISDIT_REPO, WAN_REPO
-from .sizes import (
+from .loaders.hub import AUDIOLDM2_REPO, JAVISDIT_REPO, WAN_REPO
+from .pipelines.sizes import (
     ASPECT_PRESETS,
     ASPECT_RATIOS,
     DURATIONS,
@@ -31,7 +31,7 @@ from .sizes import (
     frames_for_duration,
     image_size,
 )
-from .text_encoder import DEFAULT_NEGATIVE_PROMPT
+from .codecs.text import DEFAULT_NEGATIVE_PROMPT
 from .utils import best_device
 
 logger = logging.getLogger("javis_studio")
@@ -215,7 +215,7 @@ class ModelConfig:
 
     @property
     def dtype_name(self) -> str:
-        from .loading import default_dtype
+        from .loaders.pipeline_loader import default_dtype
         from .utils import parse_dtype
 
         dtype = parse_dtype(self.dtype) if self.dtype else default_dtype(self.device)
@@ -229,7 +229,7 @@ FULL_DEFAULTS = {"duration": 4, "steps": 50, "resolution": "240p", "aspect_ratio
 
 def full_weights_present(config: ModelConfig) -> bool:
     """The release, Wan2.1 and AudioLDM2 are local dirs or already in the hub cache (nothing to download)."""
-    from .hub import AUDIOLDM2_FILES, JAVISDIT_FILES, WAN_DIFFUSERS_FILES, WAN_FILES, weights_present
+    from .loaders.hub import AUDIOLDM2_FILES, JAVISDIT_FILES, WAN_DIFFUSERS_FILES, WAN_FILES, weights_present
 
     if (Path(config.model) / "model_index.json").exists():
         return True
@@ -240,13 +240,13 @@ def full_weights_present(config: ModelConfig) -> bool:
 class ModelManager:
     """Loads the pipeline once, on first use, and remembers why it failed (a later call tries again).
 
-    With ``demo_dir`` (a demo model dir, see ``demo_model.py``) the offline demo model is a second choice: it is
+    With ``demo_dir`` (a demo model dir, see ``demo/model.py``) the offline demo model is a second choice: it is
     the starting one when the full weights are not present, and :meth:`select` switches between the two.
     """
 
     def __init__(self, config: ModelConfig, loader: Callable | None = None, demo_dir: str | Path | None = None,
                  demo_loader: Callable | None = None, full_present: bool | None = None):  # fmt: skip
-        from .demo_model import demo_available
+        from .demo.model import demo_available
 
         self.config = config
         self._loader = loader
@@ -275,7 +275,7 @@ class ModelManager:
         """Duration, steps, resolution and aspect preset the current model is best used with."""
         if not self.use_demo:
             return dict(FULL_DEFAULTS)
-        from .demo_model import DEMO_DURATION, DEMO_SIZE, DEMO_STEPS
+        from .demo.model import DEMO_DURATION, DEMO_SIZE, DEMO_STEPS
 
         return {"duration": DEMO_DURATION, "steps": DEMO_STEPS, **DEMO_SIZE}
 
@@ -306,8 +306,8 @@ class ModelManager:
 
     def get(self):
         """The pipeline; a StudioError says exactly what is missing and how to get it."""
-        from .checkpoints import CheckpointError
-        from .hub import WeightsNotFoundError
+        from .loaders.checkpoints import CheckpointError
+        from .loaders.hub import WeightsNotFoundError
 
         with self._lock:
             if self._pipe is not None:
@@ -315,13 +315,11 @@ class ModelManager:
             c = self.config
             loader = self._loader
             if loader is None:
-                from .loading import load_pipeline as loader
+                from .loaders.pipeline_loader import load_pipeline as loader
             started = time.perf_counter()
             try:
                 if self.use_demo:
-                    from .demo_model import load_demo_pipeline
-
-                    self._pipe = (self._demo_loader or load_demo_pipeline)(self.demo_dir)
+                    self._pipe = (self._demo_loader or loader)(self.demo_dir)
                 else:
                     self._pipe = loader(
                         model=c.model, wan=c.wan, audioldm2=c.audioldm2, device=c.device, torch_dtype=c.dtype,
@@ -398,7 +396,7 @@ class Studio:
 
     def _run(self, pipe, settings, session, cancel, report) -> GenerationResult:
         from .media import write_video, write_wav
-        from .schedule import official_shift
+        from .pipelines.schedule import official_shift
 
         total = settings.num_inference_steps
 
