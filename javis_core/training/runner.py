@@ -32,7 +32,9 @@ import yaml
 from accelerate import Accelerator
 from accelerate.utils import DistributedType, set_seed
 from diffusers.optimization import get_scheduler
+from diffusers.training_utils import cast_training_params, free_memory
 from safetensors.torch import load_file, save_file
+from torch.distributed.tensor import DTensor, distribute_tensor
 from tqdm.auto import tqdm
 
 from ..audio_codec import AudioCodec
@@ -201,8 +203,19 @@ class TrainState:
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
 
 
+def full_tensor(tensor: torch.Tensor) -> torch.Tensor:
+    """The whole tensor of an FSDP2 shard (a collective: every process must call it), or the tensor itself."""
+    return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
+
+
+def full_trainable_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The trainable weights, whole and on the CPU, also under FSDP (every process must call it)."""
+    return {name: full_tensor(param).cpu() for name, param in trainable_state_dict(model).items()}
+
+
 class EMA:
-    """Official EMA (spec 8.1): fp32 copy of the trainable parameters, fixed decay, updated after each step."""
+    """Official EMA (train_utils.update_ema in the official code): fp32 copy of the trainable parameters, fixed decay,
+    updated after each step. Under FSDP each process keeps the shard of its own parameters."""
 
     def __init__(self, model: torch.nn.Module, decay: float):
         self.decay = decay
@@ -213,12 +226,21 @@ class EMA:
         for name, param in trainable_state_dict(model).items():
             self.shadow[name].lerp_(param.float(), 1 - self.decay)
 
-    def state_dict(self) -> dict:
-        return {"decay": self.decay, "shadow": self.shadow}
+    def full_shadow(self) -> dict[str, torch.Tensor]:
+        """Whole tensors on the CPU (a collective under FSDP: every process must call it)."""
+        return {name: full_tensor(value).cpu() for name, value in self.shadow.items()}
+
+    def state_dict(self) -> dict:  # accelerate calls it on every process and writes it from the main one
+        return {"decay": self.decay, "shadow": self.full_shadow()}
 
     def load_state_dict(self, state: dict) -> None:
         self.decay = state["decay"]
-        self.shadow = {k: v.to(self.shadow[k].device) for k, v in state["shadow"].items()}
+        for name, value in state["shadow"].items():
+            own = self.shadow[name]
+            if isinstance(own, DTensor):
+                self.shadow[name] = distribute_tensor(value.to(own.device), own.device_mesh, own.placements)
+            else:
+                self.shadow[name] = value.to(own.device)
 
 
 class CsvLog:
@@ -361,6 +383,43 @@ def save_checkpoint(accelerator: Accelerator, output_dir: Path, step: int, limit
     return path
 
 
+# ---------------------------------------------------------------------------------------------------- model
+def build_training_model(config: dict, pretrained: str | Path) -> torch.nn.Module:
+    """The stage's model with the frozen base in ``model.frozen_dtype`` and the trainable weights in fp32.
+
+    Every LoRA weight stays fp32, the frozen stage-3 reference adapter too: FSDP2 needs one dtype across the
+    parameters that require grad, and switching adapters changes which ones do.
+    """
+    model_cfg = config["model"]
+    model = build_stage_model(config["stage"], pretrained, model_cfg["audio_weights"], model_cfg["adapter"],
+                              model_cfg["lora"], audio_pe_type=model_cfg["audio_pe_type"])  # fmt: skip
+    frozen_dtype = parse_dtype(model_cfg["frozen_dtype"])
+    for name, param in model.named_parameters():
+        if not param.requires_grad and ".lora_" not in name:
+            param.data = param.data.to(frozen_dtype)
+    cast_training_params(model, torch.float32)
+    for name, param in model.named_parameters():
+        if ".lora_" in name:
+            param.data = param.data.float()
+    return model
+
+
+def export_model(accelerator: Accelerator, unwrapped: torch.nn.Module, config: dict, pretrained) -> torch.nn.Module:
+    """The model to write the stage outputs from (call on every process). Under FSDP the trained weights are
+    gathered whole into a fresh copy of the stage's model on the main process; otherwise it is the model itself."""
+    if accelerator.distributed_type != DistributedType.FSDP:
+        return unwrapped
+    trained = full_trainable_state_dict(unwrapped)
+    if not accelerator.is_main_process:
+        return unwrapped
+    model = build_training_model(config, pretrained)
+    missing = set(trained) - set(trainable_state_dict(model))
+    if missing:
+        raise RuntimeError(f"the gathered weights do not fit a fresh stage-{config['stage']} model: {sorted(missing)[:5]}")
+    model.load_state_dict(trained, strict=False)
+    return model
+
+
 # ---------------------------------------------------------------------------------------------------- main
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Train JavisDiT++ (stage 1, 2 or 3) with accelerate.")
@@ -398,11 +457,7 @@ def main(argv: list[str] | None = None) -> int:
     pretrained = model_cfg["pretrained"]
     if pretrained and not Path(pretrained).exists():  # a hub id: fetch only the DiT weights
         pretrained = resolve_weights(pretrained, PRETRAINED_FILES, "Wan2.1 DiT weights", "model.pretrained=")
-    model = build_stage_model(stage, pretrained, model_cfg["audio_weights"], model_cfg["adapter"],
-                              model_cfg["lora"], audio_pe_type=model_cfg["audio_pe_type"])  # fmt: skip
-    frozen_dtype = parse_dtype(model_cfg["frozen_dtype"])
-    for param in model.parameters():
-        param.data = param.data.float() if param.requires_grad else param.data.to(frozen_dtype)
+    model = build_training_model(config, pretrained)
     if model_cfg["gradient_checkpointing"]:
         model.enable_gradient_checkpointing()
     model.train()
@@ -433,8 +488,7 @@ def main(argv: list[str] | None = None) -> int:
         negative = (negative[0].float(), negative[1])
     if data_cfg["cache_dir"]:  # batches come from the cache from here on: the encoders (umT5 alone ~11 GB) can go
         encoders = None
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        free_memory()
 
     # --- optimisation
     optimizer = torch.optim.AdamW(trainable, lr=train_cfg["lr"], betas=tuple(train_cfg["betas"]),
@@ -442,6 +496,7 @@ def main(argv: list[str] | None = None) -> int:
     scheduler = make_lr_scheduler(optimizer, train_cfg)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     unwrapped = accelerator.unwrap_model(model)
+    trainable = [p for p in model.parameters() if p.requires_grad]  # FSDP replaces them with sharded ones
     state = TrainState()
     accelerator.register_for_checkpointing(state)
     ema = EMA(unwrapped, train_cfg["ema_decay"]) if train_cfg["ema_decay"] else None
@@ -497,6 +552,7 @@ def main(argv: list[str] | None = None) -> int:
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and train_cfg["grad_clip"]:
                     accelerator.clip_grad_norm_(trainable, train_cfg["grad_clip"])
+                step_lr = optimizer.param_groups[0]["lr"]  # the rate this step uses (before the schedule moves on)
                 optimizer.step()
                 scheduler.step() if accelerator.sync_gradients else None
                 optimizer.zero_grad(set_to_none=True)
@@ -507,8 +563,9 @@ def main(argv: list[str] | None = None) -> int:
             state.step += 1
             if ema is not None:
                 ema.update(unwrapped)
-            metrics = {"loss": accelerator.gather(loss.detach()[None]).mean().item(), **metrics,
-                       "lr": scheduler.get_last_lr()[0]}  # fmt: skip
+            metrics = {"loss": loss.detach().item(), **metrics}
+            averaged = accelerator.reduce(torch.tensor(list(metrics.values()), device=device), reduction="mean")
+            metrics = {**dict(zip(metrics, averaged.tolist())), "lr": step_lr}  # every process's mean
             progress.update(1)
             progress.set_postfix(loss=f"{metrics['loss']:.4f}")
             if accelerator.is_main_process and state.step % train_cfg["log_every"] == 0:
@@ -525,10 +582,12 @@ def main(argv: list[str] | None = None) -> int:
     progress.close()
 
     accelerator.wait_for_everyone()
+    ema_weights = ema.full_shadow() if ema is not None else None
+    final = export_model(accelerator, unwrapped, config, pretrained)
     if accelerator.is_main_process:
-        if ema is not None:
-            save_file({k: v.contiguous().cpu() for k, v in ema.shadow.items()}, str(output_dir / "ema.safetensors"))
-        written = save_stage_outputs(unwrapped, stage, output_dir, train_cfg["merge_lora"])
+        if ema_weights is not None:
+            save_file({k: v.contiguous() for k, v in ema_weights.items()}, str(output_dir / "ema.safetensors"))
+        written = save_stage_outputs(final, stage, output_dir, train_cfg["merge_lora"])
         summary = {"stage": stage, "steps": state.step, "seconds": round(time.time() - started, 2),
                    "outputs": [str(p) for p in written], "skipped_rows": [str(p) for p in problems]}  # fmt: skip
         (output_dir / "summary.json").write_text(json.dumps(summary, indent=2))
