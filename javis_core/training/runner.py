@@ -15,6 +15,7 @@ stage 1 ``<output_dir>/transformer`` (t2a, ``save_pretrained``); stages 2-3 ``<o
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import csv
 import json
@@ -26,6 +27,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Iterator
 
 import torch
 import yaml
@@ -344,6 +346,14 @@ def dpo_step(model, unwrapped, inputs: dict, negative: tuple, bucket: tuple, con
     return loss, metrics
 
 
+@contextlib.contextmanager
+def fixed_draws(seed: int, device: torch.device) -> Iterator[None]:
+    """Every random draw inside (latent samples, t, noise, CFG dropout) seeded the same; the RNG restored after."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
+
+
 # ---------------------------------------------------------------------------------------------------- checkpoints
 def checkpoint_dirs(output_dir: Path) -> list[Path]:
     return sorted((output_dir / "checkpoints").glob("step_*"))
@@ -539,25 +549,20 @@ def main(argv: list[str] | None = None) -> int:
             state.batch_in_epoch += 1
             if batch["size"] == 0:
                 continue
-            inputs = encode_batch(batch, encoders, data_cfg["text_max_length"], device)
-            draws = torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
-            if train_cfg["fixed_noise"]:
-                draws.__enter__()
-                torch.manual_seed(config["seed"])
-            with accelerator.accumulate(model):
-                if stage == 3:
-                    loss, metrics = dpo_step(model, unwrapped, inputs, negative, batch["bucket"], config)
-                else:
-                    loss, metrics = sft_step(model, inputs, negative, batch["bucket"], config, stage)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and train_cfg["grad_clip"]:
-                    accelerator.clip_grad_norm_(trainable, train_cfg["grad_clip"])
-                step_lr = optimizer.param_groups[0]["lr"]  # the rate this step uses (before the schedule moves on)
-                optimizer.step()
-                scheduler.step() if accelerator.sync_gradients else None
-                optimizer.zero_grad(set_to_none=True)
-            if train_cfg["fixed_noise"]:
-                draws.__exit__(None, None, None)
+            with fixed_draws(config["seed"], device) if train_cfg["fixed_noise"] else contextlib.nullcontext():
+                inputs = encode_batch(batch, encoders, data_cfg["text_max_length"], device)
+                with accelerator.accumulate(model):
+                    if stage == 3:
+                        loss, metrics = dpo_step(model, unwrapped, inputs, negative, batch["bucket"], config)
+                    else:
+                        loss, metrics = sft_step(model, inputs, negative, batch["bucket"], config, stage)
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients and train_cfg["grad_clip"]:
+                        accelerator.clip_grad_norm_(trainable, train_cfg["grad_clip"])
+                    step_lr = optimizer.param_groups[0]["lr"]  # this step's rate (before the schedule moves on)
+                    optimizer.step()
+                    scheduler.step() if accelerator.sync_gradients else None
+                    optimizer.zero_grad(set_to_none=True)
             if not accelerator.sync_gradients:
                 continue
             state.step += 1
