@@ -8,10 +8,8 @@ ranking equal hand computations; bad manifest rows are reported with their row a
 from __future__ import annotations
 
 import csv
-import importlib.util
 import math
 import re
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -22,16 +20,12 @@ import torch
 from javis_core.loaders.checkpoints import load_transformer
 from javis_core.training.data import BucketTable, read_manifest
 from javis_core.training.dpo import av_dpo_loss
+from javis_core.training import runner as train
 from javis_core.training.preference import RankingOptions, rank_pairs
 from javis_core.training.stages import LORA_TARGETS, is_audio_module_parameter
 from javis_core.training.synthetic import make_synthetic_dataset, save_tiny_models
 
 from .conftest import REPO
-
-_spec = importlib.util.spec_from_file_location("javis_train_entry", REPO / "training" / "train.py")
-train = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = train  # dataclasses in the script look their module up
-_spec.loader.exec_module(train)
 
 CONFIGS = REPO / "training" / "configs"
 TARGET_WEIGHT = re.compile(r"^blocks\.\d+\.(" + "|".join(re.escape(t) for t in LORA_TARGETS) + r")\.weight$")

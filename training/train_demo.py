@@ -6,7 +6,7 @@
 Steps: render the demo world (javis_core/demo/world.py) -> fit the PCA video/audio codecs -> stage 0 (a t2v video
 base, standing in for Wan2.1) -> stage 1 (audio branch) -> stage 2 (audio-video LoRA SFT) -> generate candidates
 with the stage-2 model for training captions and rank them by the synchrony metric and caption match -> stage 3
-(AV-DPO on those pairs) -> export. Every stage is ``training/train.py`` with a config written to ``<out>/configs``.
+(AV-DPO on those pairs) -> export. Every stage is ``javis_core.training.runner`` with a config written to ``<out>/configs``.
 ``--ablation-vanilla`` also trains stage 2 with ``vanilla`` audio position ids (no TA-RoPE) for the comparison
 in the model card. Timings of each step are written to ``<out>/timings.json``.
 """
@@ -41,12 +41,11 @@ from javis_core.demo.model import (  # noqa: E402
     write_encoder_dirs,
 )
 from javis_core.media import read_video, write_video  # noqa: E402
+from javis_core.training import runner as train_runner  # noqa: E402
 from javis_core.training.objective import TRAIN_SHIFT_SCALE  # noqa: E402
 from javis_core.models.transformer import JavisDiTTransformer3DModel  # noqa: E402
 from javis_core.utils import write_csv  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import train as train_runner  # noqa: E402
 
 HEIGHT, WIDTH, FRAMES, FPS = 256, 448, 33, 16
 BUCKETS = {f"{HEIGHT}x{WIDTH}": {FRAMES: [1.0, 4]}}

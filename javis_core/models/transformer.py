@@ -113,7 +113,7 @@ class JavisDiTBlock(nn.Module):
     ) -> torch.Tensor:
         dtype = hidden_states.dtype
         # Official precision: the modulation is added in the activation dtype (spec 1.4).
-        mod = (self.scale_shift_table + temb.to(dtype)).chunk(6, dim=1)
+        mod = (self.scale_shift_table.to(dtype) + temb.to(dtype)).chunk(6, dim=1)
         attn_in = _modulate(self.norm1(hidden_states), mod[0], mod[1])
         hidden_states = hidden_states + self.attn1(attn_in, None, None, rotary_emb) * mod[2]
         hidden_states = hidden_states + self.attn2(self.norm2(hidden_states), encoder_hidden_states, None, None)
@@ -124,7 +124,8 @@ class JavisDiTBlock(nn.Module):
             ffn_in = _modulate(self.norm3(video), mod[3], mod[4])
             outputs.append(video + self.ffn(ffn_in) * mod[5])
         if self.has_audio and audio.shape[1] > 0:
-            a_shift, a_scale, a_gate = (self.audio_scale_shift_table + audio_temb.to(dtype)).chunk(3, dim=1)
+            a_table = self.audio_scale_shift_table.to(dtype)  # stage 1 trains it in fp32 beside a bf16 base
+            a_shift, a_scale, a_gate = (a_table + audio_temb.to(dtype)).chunk(3, dim=1)
             outputs.append(audio + self.audio_ffn(_modulate(self.audio_norm(audio), a_shift, a_scale)) * a_gate)
         return torch.cat(outputs, dim=1) if len(outputs) > 1 else outputs[0]
 

@@ -20,6 +20,8 @@ from typing import Iterator
 
 import torch
 from peft import LoraConfig
+from peft.utils import get_peft_model_state_dict
+from safetensors.torch import load_file, save_file
 
 from ..loaders.checkpoints import CheckpointError, load_transformer
 from ..models.transformer import JavisDiTTransformer3DModel
@@ -35,6 +37,10 @@ LORA_TARGETS = (
 LORA_TARGET_PATTERN = r"blocks\.\d+\.(?:" + "|".join(re.escape(t) for t in LORA_TARGETS) + ")"
 POLICY_ADAPTER, REFERENCE_ADAPTER = "default", "reference"
 LORA_DIR, TRANSFORMER_DIR = "lora", "transformer"
+# The adapter as peft writes it (PeftModel.from_pretrained) and as diffusers' load_lora_adapter(dir, prefix=None)
+# reads it by default: diffusers 0.42 looks for a .bin there unless told use_safetensors=True.
+PEFT_CONFIG, PEFT_WEIGHTS, PEFT_PREFIX = "adapter_config.json", "adapter_model.safetensors", "base_model.model."
+DIFFUSERS_WEIGHTS = "pytorch_lora_weights.bin"
 
 _STAGE1_TRAINABLE = re.compile(
     r"^(audio_patch_embedding\.|audio_proj_out\.|audio_scale_shift_table$|audio_time_proj\.|"
@@ -108,11 +114,37 @@ def build_stage_model(
     return model
 
 
+def save_adapter(model: JavisDiTTransformer3DModel, directory: str | Path, name: str = POLICY_ADAPTER) -> Path:
+    """``directory`` as peft saves an adapter (config + weights), plus the copy diffusers reads by default.
+
+    Without a config beside it diffusers takes lora_alpha = r, so that copy has the alpha / r scale folded into
+    ``lora_B``: both give the same output.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    config = model.peft_config[name]
+    if config.use_rslora or config.rank_pattern or config.alpha_pattern:
+        raise ValueError("save_adapter writes one rank and alpha for every layer (no rslora or rank patterns)")
+    state = get_peft_model_state_dict(model, adapter_name=name)
+    weights = {key: value.detach().contiguous().cpu() for key, value in state.items()}
+    config.save_pretrained(str(directory))
+    save_file({PEFT_PREFIX + key: value for key, value in weights.items()}, str(directory / PEFT_WEIGHTS))
+    scale = config.lora_alpha / config.r
+    torch.save({key: value * scale if ".lora_B." in key else value for key, value in weights.items()},
+               directory / DIFFUSERS_WEIGHTS)  # fmt: skip
+    return directory
+
+
 def load_adapter(model: JavisDiTTransformer3DModel, adapter: str | Path, name: str) -> None:
+    """Load a ``save_adapter`` directory (peft's files: the config keeps alpha and dropout) as adapter ``name``."""
     adapter = Path(adapter)
-    if not (adapter / "pytorch_lora_weights.safetensors").is_file():
-        raise CheckpointError(f"no LoRA adapter at {adapter} (expected pytorch_lora_weights.safetensors)")
-    model.load_lora_adapter(str(adapter), adapter_name=name, prefix=None, use_safetensors=True)
+    if not (adapter / PEFT_CONFIG).is_file() or not (adapter / PEFT_WEIGHTS).is_file():
+        raise CheckpointError(f"no LoRA adapter at {adapter} (expected {PEFT_CONFIG} and {PEFT_WEIGHTS})")
+    config = LoraConfig.from_pretrained(str(adapter))
+    weights = {key.removeprefix(PEFT_PREFIX): value for key, value in load_file(str(adapter / PEFT_WEIGHTS)).items()}
+    metadata = {"r": config.r, "lora_alpha": config.lora_alpha, "lora_dropout": config.lora_dropout,
+                "target_modules": config.target_modules, "bias": config.bias}  # fmt: skip
+    model.load_lora_adapter(weights, adapter_name=name, prefix=None, metadata=metadata)
 
 
 @contextmanager
@@ -151,7 +183,7 @@ def save_stage_outputs(model: JavisDiTTransformer3DModel, stage: int, output_dir
     if stage in (0, 1):
         model.save_pretrained(output_dir / TRANSFORMER_DIR)
         return [output_dir / TRANSFORMER_DIR]
-    model.save_lora_adapter(str(output_dir / LORA_DIR), adapter_name=POLICY_ADAPTER)
+    save_adapter(model, output_dir / LORA_DIR, POLICY_ADAPTER)
     written.append(output_dir / LORA_DIR)
     if merge:
         if REFERENCE_ADAPTER in model.peft_config:
