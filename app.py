@@ -41,7 +41,8 @@ from javis_core.app_support import (
 )
 from javis_core.demo_model import DEMO_DIR
 from javis_core.hub import add_loading_arguments
-from javis_core.sizes import DURATIONS, RESOLUTIONS
+from javis_core.requests import UI_LIMITS
+from javis_core.sizes import RESOLUTIONS
 from javis_core.text_encoder import DEFAULT_NEGATIVE_PROMPT
 from javis_core.utils import best_device
 
@@ -179,7 +180,7 @@ def build_demo(studio: Studio) -> gr.Blocks:
                     stop = gr.Button("Cancel", variant="stop", elem_id="cancel", scale=1)
                 mode = gr.Radio(MODE_CHOICES, value="t2av", label="Mode", elem_id="mode")
                 with gr.Row():
-                    duration = gr.Slider(*DURATIONS, value=start["duration"], step=1, label="Duration (s)",
+                    duration = gr.Slider(*_span("duration"), value=start["duration"], step=1, label="Duration (s)",
                                          elem_id="duration")  # fmt: skip
                     resolution = gr.Radio(list(RESOLUTIONS), value=start["resolution"], label="Resolution",
                                           elem_id="resolution")  # fmt: skip
@@ -190,13 +191,13 @@ def build_demo(studio: Studio) -> gr.Blocks:
                                           info="Also the unconditional text of guidance; left as is, "
                                           "video-only mode uses its video part.")  # fmt: skip
                     with gr.Row():
-                        guidance = gr.Slider(0, 15, value=5.0, step=0.5, label="Guidance (video)")
-                        audio_guidance = gr.Slider(0, 15, value=5.0, step=0.5, label="Guidance (audio)",
+                        guidance = gr.Slider(*_span("guidance_scale"), value=5.0, step=0.5, label="Guidance (video)")
+                        audio_guidance = gr.Slider(*_span("guidance_scale"), value=5.0, step=0.5, label="Guidance (audio)",
                                                    interactive=False)  # fmt: skip
                     link = gr.Checkbox(True, label="Same guidance for audio and video")
                     with gr.Row():
-                        steps = gr.Slider(1, 100, value=start["steps"], step=1, label="Steps", elem_id="steps")
-                        shift = gr.Slider(0, 20, value=0, step=0.1, label="Shift",
+                        steps = gr.Slider(*_span("num_inference_steps"), value=start["steps"], step=1, label="Steps", elem_id="steps")
+                        shift = gr.Slider(*_span("shift"), value=0, step=0.1, label="Shift",
                                           info="0 = automatic (official formula for the size and length)")  # fmt: skip
                     with gr.Row():
                         seed = gr.Number(42, label="Seed", precision=0, minimum=0, maximum=MAX_SEED, elem_id="seed")
@@ -245,6 +246,11 @@ def build_demo(studio: Studio) -> gr.Blocks:
     demo.handlers = {"check": check_settings, "generate": generate, "cancel": cancel, "remember": remember,
                      "show": show_from_history, "select_model": select_model}  # fmt: skip
     return demo
+
+
+def _span(field: str) -> tuple[float, float]:
+    """A slider's range: the studio's limits for that setting (the same the checks and messages use)."""
+    return UI_LIMITS[field].low, UI_LIMITS[field].high
 
 
 def _as_html(message: object) -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import random
 import re
 import shlex
@@ -21,27 +20,22 @@ from pathlib import Path
 import torch
 
 from .hub import AUDIOLDM2_REPO, JAVISDIT_REPO, WAN_REPO
-from .sizes import (
-    ASPECT_PRESETS,
-    ASPECT_RATIOS,
-    DURATIONS,
-    FPS,
-    RESOLUTIONS,
-    SAMPLE_RATE,
-    frames_for_duration,
-    image_size,
-)
+from .requests import MAX_PROMPT_CHARS, MODES, UI_LIMITS, RequestError, check_request, has_video, resolve_size
+from .sizes import ASPECT_PRESETS, ASPECT_RATIOS, FPS, SAMPLE_RATE, frames_for_duration, image_size
 from .text_encoder import DEFAULT_NEGATIVE_PROMPT
 from .utils import best_device
 
 logger = logging.getLogger("javis_studio")
 
-MODE_CHOICES = [("Audio + video", "t2av"), ("Audio only", "t2a"), ("Video only", "t2v")]
-MAX_PROMPT_CHARS = 2000
-MAX_STEPS = 200
-MAX_GUIDANCE = 50.0
-MAX_SHIFT = 100.0
-MAX_SEED = 2**32 - 1
+MODE_LABELS = {"t2av": "Audio + video", "t2a": "Audio only", "t2v": "Video only"}
+MODE_CHOICES = [(MODE_LABELS[mode], mode) for mode in MODES]
+MAX_SEED = int(UI_LIMITS["seed"].high)
+# the page's names for the request fields, used in every message about them
+UI_NAMES = {
+    "prompt": "Prompt", "negative_prompt": "Negative prompt", "mode": "Mode", "duration": "Duration (s)",
+    "resolution": "Resolution", "aspect_ratio": "Aspect ratio", "guidance_scale": "Guidance (video)",
+    "audio_guidance_scale": "Guidance (audio)", "num_inference_steps": "Steps", "shift": "Shift", "seed": "Seed",
+}  # fmt: skip
 _OUT_OF_MEMORY = (getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError),)
 
 
@@ -73,24 +67,6 @@ def random_seed() -> int:
 
 
 # ---------------------------------------------------------------------------------------------- settings
-def _show(number: float) -> str:
-    return str(int(number)) if float(number).is_integer() else f"{number:g}"
-
-
-def _number(label: str, value, low: float, high: float, *, integer: bool = False, low_open: bool = False) -> float:
-    """``value`` as a number within [low, high] (or (low, high]); the error names the control by its label."""
-    kind = "a whole number" if integer else "a number"
-    bounds = f"{'above' if low_open else 'from'} {_show(low)} {'up ' if low_open else ''}to {_show(high)}"
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise StudioError(f"{label} must be {kind} {bounds} (got {value!r})") from None
-    too_low = number <= low if low_open else number < low
-    if math.isnan(number) or too_low or number > high or (integer and not number.is_integer()):
-        raise StudioError(f"{label} must be {kind} {bounds} (got {value!r})")
-    return int(number) if integer else number
-
-
 @dataclass(frozen=True)
 class GenerationSettings:
     """One validated request, in the pipeline's terms; ``to_dict`` is the settings JSON shown with a result."""
@@ -126,29 +102,25 @@ class GenerationSettings:
     ) -> GenerationSettings:
         """Validate what the page (or an API caller) sent. ``shift`` 0/None means automatic, an untouched
         default negative prompt means the mode's default, ``link_guidance`` reuses the video scale for audio."""
-        prompt = (prompt or "").strip()
-        if not prompt:
+        if not isinstance(prompt, str) or not prompt.strip():
             raise StudioError("Prompt is empty: describe what should be seen and heard.")
-        if len(prompt) > MAX_PROMPT_CHARS:
-            raise StudioError(f"Prompt is too long ({len(prompt)} characters; at most {MAX_PROMPT_CHARS}).")
-        modes = [value for _, value in MODE_CHOICES]
-        if mode not in modes:
-            raise StudioError(f"Mode must be one of {', '.join(modes)} (got {mode!r})")
-        duration = _number("Duration (s)", duration, *DURATIONS)
-        if resolution not in RESOLUTIONS:
-            raise StudioError(f"Resolution must be one of {', '.join(RESOLUTIONS)} (got {resolution!r})")
-        if aspect_ratio not in ASPECT_PRESETS and aspect_ratio not in ASPECT_RATIOS:
-            allowed = ", ".join(list(ASPECT_PRESETS) + list(ASPECT_RATIOS))
-            raise StudioError(f"Aspect ratio must be one of {allowed} (got {aspect_ratio!r})")
-        guidance_scale = _number("Guidance (video)", guidance_scale, 0, MAX_GUIDANCE)
-        if link_guidance or audio_guidance_scale is None:
-            audio_guidance_scale = guidance_scale
-        audio_guidance_scale = _number("Guidance (audio)", audio_guidance_scale, 0, MAX_GUIDANCE)
-        steps = _number("Steps", num_inference_steps, 1, MAX_STEPS, integer=True)
-        shift_value = None if shift in (None, 0, 0.0, "") else _number("Shift", shift, 0, MAX_SHIFT, low_open=True)
+        prompt = prompt.strip()
         if randomize_seed or seed is None or seed == "":
             seed = random_seed()
-        seed = _number("Seed", seed, 0, MAX_SEED, integer=True)
+        if link_guidance or audio_guidance_scale is None:
+            audio_guidance_scale = guidance_scale
+        shift = None if shift in (None, 0, 0.0, "") else shift
+        try:
+            numbers = check_request(
+                prompt, mode, num_inference_steps, guidance_scale, audio_guidance_scale, shift, seed=seed,
+                negative_prompt=negative_prompt, limits=UI_LIMITS, names=UI_NAMES, max_prompt_chars=MAX_PROMPT_CHARS,
+            )  # fmt: skip
+            duration = UI_LIMITS["duration"].check("duration", duration, UI_NAMES["duration"])
+            resolve_size(resolution, aspect_ratio, duration=duration, limits=UI_LIMITS, names=UI_NAMES)
+        except RequestError as error:
+            raise StudioError(str(error)) from None
+        guidance_scale, audio_guidance_scale = numbers["guidance_scale"], numbers["audio_guidance_scale"]
+        steps, shift_value, seed = numbers["num_inference_steps"], numbers.get("shift"), numbers["seed"]
         if negative_prompt is not None and negative_prompt.strip() == DEFAULT_NEGATIVE_PROMPT:
             negative_prompt = None
         return cls(
@@ -190,7 +162,7 @@ class GenerationSettings:
                     args += [flag, str(value)]
             if model.dtype:
                 args += ["--dtype", model.dtype]
-        return shlex.join(args + ["--out", "clip.wav" if self.mode == "t2a" else "clip.mp4"])
+        return shlex.join(args + ["--out", "clip.mp4" if has_video(self.mode) else "clip.wav"])
 
     @property
     def num_frames(self) -> int:

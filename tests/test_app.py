@@ -76,12 +76,15 @@ def offline_hub(monkeypatch, tmp_path):
         ({"duration": 7}, "Duration (s) must be a number from 2 to 5"),
         ({"resolution": "720p"}, "Resolution must be one of 240p, 360p, 480p"),
         ({"aspect_ratio": "wide"}, "Aspect ratio must be one of landscape, portrait, square"),
-        ({"guidance_scale": -1}, "Guidance (video) must be a number from 0 to 50"),
-        ({"link_guidance": False, "audio_guidance_scale": 60}, "Guidance (audio) must be a number from 0 to 50"),
-        ({"num_inference_steps": 2.5}, "Steps must be a whole number from 1 to 200"),
-        ({"num_inference_steps": "many"}, "Steps must be a whole number"),
+        ({"guidance_scale": -1}, "Guidance (video) must be a number from 0 to 15"),
+        ({"link_guidance": False, "audio_guidance_scale": 16}, "Guidance (audio) must be a number from 0 to 15"),
+        ({"num_inference_steps": 2.5}, "Steps must be an integer from 1 to 100"),
+        ({"num_inference_steps": 101}, "Steps must be an integer from 1 to 100"),
+        ({"num_inference_steps": "many"}, "Steps must be an integer"),
         ({"shift": -2}, "Shift must be a number above 0"),
-        ({"seed": -1}, "Seed must be a whole number from 0 to 4294967295"),
+        ({"seed": -1}, "Seed must be an integer from 0 to 4294967295"),
+        ({"negative_prompt": "x" * 2001}, "Negative prompt is too long"),
+        ({"prompt": 12}, "Prompt is empty"),
     ],
 )
 def test_bad_settings_name_the_control(changes, field):
@@ -197,7 +200,7 @@ def test_cancel_stops_after_the_current_step(handlers, studio):
 
     def run():
         try:
-            handlers["generate"](*ui_values(mode="t2a", num_inference_steps=200))
+            handlers["generate"](*ui_values(mode="t2a", num_inference_steps=100))
         except gr.Error as error:
             outcome["error"] = error
 
