@@ -389,7 +389,9 @@ def launch(demo: gr.Blocks, studio: Studio, args: argparse.Namespace, **kwargs):
     gr.set_static_paths([str(studio.output_root)])  # results are served from where they are written, not copied
     return demo.launch(
         server_name=args.host, server_port=args.port, share=args.share, auth=auth,
-        max_file_size=f"{args.max_upload_mb:g}mb", theme=gr.themes.Soft(), css=CSS, **kwargs,
+        max_file_size=f"{args.max_upload_mb:g}mb", theme=gr.themes.Soft(), css=CSS,
+        show_error=True,  # Gradio's own input errors (a wrong type through the API) with their message; ours are gr.Error
+        **kwargs,
     )  # fmt: skip
 
 
