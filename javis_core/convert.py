@@ -12,6 +12,7 @@ import argparse
 import sys
 
 from .loaders.checkpoints import CheckpointError, load_transformer
+from .pipelines.requests import MODES
 from .utils import parse_dtype
 
 
@@ -20,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--official", required=True, help="release dir (model/ + lora/), weight dir or weight file")
     parser.add_argument("--out", required=True, help="output dir for save_pretrained")
     parser.add_argument("--dtype", default=None, help="fp32, bf16 or fp16 (default: keep the checkpoint's)")
-    parser.add_argument("--model-type", choices=("t2av", "t2a", "t2v"), default=None)
+    parser.add_argument("--model-type", choices=MODES, default=None)
     parser.add_argument("--audio-pe-type", default="interleave_offset")
     parser.add_argument("--no-lora", action="store_true", help="do not merge the LoRA adapter")
     parser.add_argument("--max-shard-size", default="5GB")

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from .loaders.hub import add_loading_arguments
+from .pipelines.requests import CLI_NAMES, MODES, check_request, has_video, resolve_size
 from .pipelines.sizes import ASPECT_PRESETS, ASPECT_RATIOS, FPS, RESOLUTIONS, SAMPLE_RATE
 
 DEFAULT_STEPS = 50
@@ -31,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--prompt", help="text prompt")
     source.add_argument("--prompts", type=Path, help="a .txt (one prompt per line) or .csv (column 'text') file")
     what.add_argument("--negative-prompt", default=None, help="default: the official negative prompt")
-    what.add_argument("--mode", choices=("t2av", "t2a", "t2v"), default="t2av",
+    what.add_argument("--mode", choices=MODES, default="t2av",
                       help="audio+video, audio only (writes .wav) or video only")  # fmt: skip
     length = what.add_mutually_exclusive_group()
     length.add_argument("--duration", type=float, default=None, help="seconds, 2-5 (default 4; 2 with --model demo)")
@@ -83,7 +84,7 @@ def save_result(result, index: int, stem: Path, mode: str, wav: bool) -> list[Pa
 
     written = []
     audio = None if result.audio is None else result.audio[index]
-    if mode == "t2a":
+    if not has_video(mode):
         written.append(Path(write_wav(stem.with_suffix(".wav"), audio, SAMPLE_RATE)))
         return written
     frames = result.frames[index]
@@ -107,8 +108,8 @@ def apply_model_defaults(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> list[Path]:
     from accelerate import PartialState
 
-    from .loaders.pipeline_loader import load_pipeline
     from .pipelines.pipeline_javisdit import JavisDiTPipeline
+    from .loaders.pipeline_loader import load_pipeline
     from .utils import best_device, parse_dtype
 
     apply_model_defaults(args)
@@ -120,11 +121,12 @@ def run(args: argparse.Namespace) -> list[Path]:
         jobs = [(p, out_dir / f"sample_{i:04d}") for i, p in enumerate(read_prompts(args.prompts))]
     # Fail fast on bad settings, before minutes of weight loading.
     for prompt, _ in jobs:
-        JavisDiTPipeline.check_request(prompt, args.mode, args.steps, args.guidance, args.audio_guidance, args.shift)
-    JavisDiTPipeline.resolve_size(args.resolution, args.aspect_ratio, None, None, args.duration, args.num_frames)
+        check_request(prompt, args.mode, args.steps, args.guidance, args.audio_guidance, args.shift,
+                      negative_prompt=args.negative_prompt, names=CLI_NAMES)  # fmt: skip
+    resolve_size(args.resolution, args.aspect_ratio, None, None, args.duration, args.num_frames, names=CLI_NAMES)
     if args.dtype is not None:
         parse_dtype(args.dtype)
-    suffix = ".wav" if args.mode == "t2a" else ".mp4"
+    suffix = ".mp4" if has_video(args.mode) else ".wav"
     state = PartialState()
     device = args.device or (str(state.device) if state.num_processes > 1 else best_device())
     pipe = load_pipeline(

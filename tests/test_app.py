@@ -3,6 +3,7 @@ called with gradio_client against the app served on 127.0.0.1 with a tiny random
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import wave
@@ -17,7 +18,7 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 import app
-from javis_core.studio import (
+from javis_core.studio.session import (
     GenerationCancelled,
     GenerationSettings,
     ModelConfig,
@@ -42,6 +43,11 @@ FIELDS = ("prompt", "negative_prompt", "mode", "duration", "resolution", "aspect
 def ui_values(**changes) -> list:
     values = dict(zip(FIELDS, UI_DEFAULTS)) | changes
     return [values[name] for name in FIELDS]
+
+
+def run_generate(handlers: dict, *values, **state):
+    """The page's (async) Generate handler called as Gradio calls it; ``state``: model / history."""
+    return asyncio.run(handlers["generate"](*values, **state))
 
 
 @pytest.fixture(scope="module")
@@ -76,12 +82,15 @@ def offline_hub(monkeypatch, tmp_path):
         ({"duration": 7}, "Duration (s) must be a number from 2 to 5"),
         ({"resolution": "720p"}, "Resolution must be one of 240p, 360p, 480p"),
         ({"aspect_ratio": "wide"}, "Aspect ratio must be one of landscape, portrait, square"),
-        ({"guidance_scale": -1}, "Guidance (video) must be a number from 0 to 50"),
-        ({"link_guidance": False, "audio_guidance_scale": 60}, "Guidance (audio) must be a number from 0 to 50"),
-        ({"num_inference_steps": 2.5}, "Steps must be a whole number from 1 to 200"),
-        ({"num_inference_steps": "many"}, "Steps must be a whole number"),
+        ({"guidance_scale": -1}, "Guidance (video) must be a number from 0 to 15"),
+        ({"link_guidance": False, "audio_guidance_scale": 16}, "Guidance (audio) must be a number from 0 to 15"),
+        ({"num_inference_steps": 2.5}, "Steps must be an integer from 1 to 100"),
+        ({"num_inference_steps": 101}, "Steps must be an integer from 1 to 100"),
+        ({"num_inference_steps": "many"}, "Steps must be an integer"),
         ({"shift": -2}, "Shift must be a number above 0"),
-        ({"seed": -1}, "Seed must be a whole number from 0 to 4294967295"),
+        ({"seed": -1}, "Seed must be an integer from 0 to 4294967295"),
+        ({"negative_prompt": "x" * 2001}, "Negative prompt is too long"),
+        ({"prompt": 12}, "Prompt is empty"),
     ],
 )
 def test_bad_settings_name_the_control(changes, field):
@@ -104,9 +113,12 @@ def test_settings_defaults_and_linking():
 
 
 def test_aspect_choices_show_width_by_height():
+    # the size the file will have: the official size rounded up to the latent grid (16 pixels for Wan's VAE)
     choices = {value: label for label, value in aspect_choices("480p")}
-    assert choices["portrait"] == "Portrait · 480×854" and choices["landscape"] == "Landscape · 854×480"
-    assert choices["1:2"] == "2:1 · 904×452" and len(choices) == 17
+    assert choices["portrait"] == "Portrait · 480×864" and choices["landscape"] == "Landscape · 864×480"
+    assert choices["1:2"] == "2:1 · 912×464" and len(choices) == 17
+    demo = {value: label for label, value in aspect_choices("240p", spatial_stride=32)}  # the demo model's codec
+    assert demo["landscape"] == "Landscape · 448×256"
 
 
 # ------------------------------------------------------------------------------------------- handlers
@@ -114,7 +126,7 @@ def test_bad_input_is_a_gr_error_before_loading(tmp_path):
     studio = Studio(ModelManager(ModelConfig(model=str(tmp_path / "absent"), device="cpu")), tmp_path)
     handlers = app.build_demo(studio).handlers
     with pytest.raises(gr.Error, match="Duration \\(s\\) must be a number from 2 to 5"):
-        handlers["generate"](*ui_values(duration=9))
+        run_generate(handlers, *ui_values(duration=9))
     # the page checks first, in an event without outputs, so the error does not cover the result on show
     with pytest.raises(gr.Error, match="Duration \\(s\\) must be a number from 2 to 5"):
         handlers["check"](*ui_values(duration=9))
@@ -126,11 +138,12 @@ def test_bad_input_is_a_gr_error_before_loading(tmp_path):
 
 def test_missing_local_weights_say_what_and_how(tmp_path):
     studio = Studio(ModelManager(ModelConfig(model=str(tmp_path / "absent"), device="cpu")), tmp_path)
-    generate = app.build_demo(studio).handlers["generate"]
+    handlers = app.build_demo(studio).handlers
     for _ in range(2):  # the failure is remembered for the status line, and the next click tries again
         with pytest.raises(gr.Error) as error:
-            generate(*ui_values())
+            run_generate(handlers, *ui_values())
         assert "absent does not exist" in error.value.message and "--model" in error.value.message
+        assert str(tmp_path) not in error.value.message  # the file's name, not where the server keeps it
         assert "Traceback" not in error.value.message
     assert "not loaded" in studio.models.status_markdown()
 
@@ -138,7 +151,7 @@ def test_missing_local_weights_say_what_and_how(tmp_path):
 def test_missing_hub_weights_say_how_to_download(tmp_path, offline_hub):
     studio = Studio(ModelManager(ModelConfig(device="cpu")), tmp_path)
     with pytest.raises(gr.Error) as error:
-        app.build_demo(studio).handlers["generate"](*ui_values())
+        run_generate(app.build_demo(studio).handlers, *ui_values())
     assert "hf download JavisVerse/JavisDiT-v1.0-jav" in error.value.message
     assert "--model /path/to/dir" in error.value.message
     assert "<br>then pass that directory" in error.value.message
@@ -150,10 +163,10 @@ def test_audio_only_writes_a_reproducible_wav(handlers, studio):
         lambda module, args, kwargs: noises.append(kwargs["audio_hidden_states"][0].clone()), with_kwargs=True
     )
     try:
-        video, audio, download, settings, seed = handlers["generate"](*ui_values(mode="t2a", num_inference_steps=3,
+        video, audio, download, settings, seed, _ = run_generate(handlers, *ui_values(mode="t2a", num_inference_steps=3,
                                                                                  seed=11))  # fmt: skip
-        again = handlers["generate"](*ui_values(mode="t2a", num_inference_steps=3, seed=11))
-        other = handlers["generate"](*ui_values(mode="t2a", num_inference_steps=3, seed=12))
+        again = run_generate(handlers, *ui_values(mode="t2a", num_inference_steps=3, seed=11))
+        other = run_generate(handlers, *ui_values(mode="t2a", num_inference_steps=3, seed=12))
     finally:
         hook.remove()
     assert video is None and download == audio and seed == 11 and audio.endswith(".wav")
@@ -175,12 +188,12 @@ def test_out_of_memory_is_readable_and_the_app_recovers(handlers, studio):
     hook = transformer.register_forward_pre_hook(exhausted, with_kwargs=True)
     try:
         with pytest.raises(gr.Error) as error:
-            handlers["generate"](*ui_values(mode="t2a"))
+            run_generate(handlers, *ui_values(mode="t2a"))
     finally:
         hook.remove()
     assert error.value.message.startswith("Out of memory on cpu at 240×426, 2 s.")
     assert "--offload" in error.value.message
-    assert handlers["generate"](*ui_values(mode="t2a"))[1].endswith(".wav")
+    assert run_generate(handlers, *ui_values(mode="t2a"))[1].endswith(".wav")
 
 
 def test_cancel_stops_after_the_current_step(handlers, studio):
@@ -196,10 +209,7 @@ def test_cancel_stops_after_the_current_step(handlers, studio):
     outcome = {}
 
     def run():
-        try:
-            handlers["generate"](*ui_values(mode="t2a", num_inference_steps=200))
-        except gr.Error as error:
-            outcome["error"] = error
+        outcome["result"] = run_generate(handlers, *ui_values(mode="t2a", num_inference_steps=100))
 
     worker = threading.Thread(target=run)
     try:
@@ -211,7 +221,8 @@ def test_cancel_stops_after_the_current_step(handlers, studio):
     finally:
         hook.remove()
     assert not worker.is_alive()
-    assert outcome["error"].title == "Cancelled" and "cancelled" in outcome["error"].message
+    # not an error: the outputs (and the result on show) stay as they were, a notice says it was cancelled
+    assert outcome["result"] == (gr.skip(),) * 6
     assert len(calls) == 2  # stopped right after the step that was running
     assert not studio.cancel("default")  # nothing left running
 
@@ -229,17 +240,17 @@ def test_cancelled_generation_writes_nothing(studio):
     assert set(studio.output_root.rglob("*")) == before
 
 
-def test_history_keeps_every_result(handlers, tmp_path):
-    frames = torch.linspace(0, 1, 9 * 32 * 48 * 3).reshape(9, 32, 48, 3) * 2 - 1
-    clip = write_video(tmp_path / "clip.mp4", frames, fps=16)
-    history, gallery, files = handlers["remember"](clip, "a.wav", {"prompt": "one", "seed": 1}, [])
-    history, gallery, files = handlers["remember"](None, "b.wav", {"prompt": "two", "seed": 2}, history)
-    assert [entry["settings"]["prompt"] for entry in history] == ["one", "two"]
-    assert files == [clip, "a.wav", "b.wav"] and len(gallery) == 1 and gallery[0][1] == "one · seed 1"
-    with Image.open(gallery[0][0]) as thumbnail:
-        assert thumbnail.format == "JPEG" and thumbnail.size == (48, 32)
+def test_history_keeps_every_result(handlers):
+    first = run_generate(handlers, *ui_values(num_inference_steps=1, seed=1), history=[])
+    second = run_generate(handlers, *ui_values(mode="t2a", num_inference_steps=1, seed=2), history=first[5])
+    history = second[5]
+    assert [entry["settings"]["seed"] for entry in history] == [1, 2]
+    gallery, files = handlers["history"](history)
+    assert files == [first[0], first[1], second[1]] and len(gallery) == 1 and gallery[0][1].endswith("· seed 1")
+    with Image.open(gallery[0][0]) as thumbnail:  # made by the server from its own result
+        assert thumbnail.format == "JPEG" and max(thumbnail.size) <= 320
     shown = handlers["show"](history, gr.SelectData(None, {"index": 0, "value": None}))
-    assert shown == (clip, "a.wav", clip, {"prompt": "one", "seed": 1})  # back in the player, with its settings
+    assert shown == (first[0], first[1], first[0], first[3])  # back in the player, with its settings
 
 
 def test_spaces_gpu_decorator_gets_a_duration_estimate(monkeypatch, studio):
@@ -256,11 +267,12 @@ def test_spaces_gpu_decorator_gets_a_duration_estimate(monkeypatch, studio):
 
     monkeypatch.setattr(app, "spaces", FakeSpaces)
     handlers = app.build_demo(studio).handlers
-    assert seen["fn"] is handlers["generate"]
-    short, long = seen["duration"](*ui_values(num_inference_steps=10)), seen["duration"](*ui_values(
-        resolution="480p", duration=5, num_inference_steps=50))  # fmt: skip
-    assert 60 <= short < long <= 300
+    assert seen["fn"].__name__ == "run_job"  # the work itself, in the worker thread the handler starts
+    settings = GenerationSettings.from_ui(*ui_values(num_inference_steps=10))
+    longer = GenerationSettings.from_ui(*ui_values(resolution="480p", duration=5, num_inference_steps=50))
+    assert 60 <= seen["duration"](settings, "s", "c", None, None, None) < seen["duration"](longer) <= 300
     assert estimate_gpu_seconds(50, "240p", 4) < estimate_gpu_seconds(50, "360p", 4)
+    assert run_generate(handlers, *ui_values(mode="t2a", num_inference_steps=1))[1].endswith(".wav")
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ import torch
 import app
 from javis_core.demo import world as demo_world
 from javis_core.evaluation import sync_metric
-from javis_core.studio import DEMO_MODEL, FULL_MODEL, GenerationSettings, ModelConfig, ModelManager, Studio
+from javis_core.studio.session import DEMO_MODEL, GenerationSettings, ModelConfig, ModelManager, Studio
 from javis_core.codecs.audio import AudioCodec
 from javis_core.loaders.checkpoints import load_transformer
 from javis_core.demo.codecs import GriffinLimVocoder, LinearMelVAE, LinearVideoVAE
@@ -185,7 +185,8 @@ def test_demo_model_generates_what_held_out_captions_ask_for(demo_pipe):
 def test_app_falls_back_to_the_demo_model_and_switches(demo_pipe, tmp_path):
     manager = ModelManager(ModelConfig(model=str(tmp_path / "absent"), device="cpu"), demo_dir=DEMO_DIR,
                            demo_loader=lambda path: demo_pipe)  # fmt: skip
-    assert manager.use_demo and manager.choices == [FULL_MODEL, DEMO_MODEL] and manager.choice == DEMO_MODEL
+    # full weights absent: only the demo is offered (no switch that would start a download)
+    assert manager.use_demo and manager.choices == [DEMO_MODEL] and manager.choice == DEMO_MODEL
     assert "demo" in manager.status_markdown() and "were not found" in manager.status_markdown()
     studio = Studio(manager, tmp_path / "out")
     settings = GenerationSettings.from_ui("a green ball bouncing with clicks", None, "t2av", 2, "240p", "landscape",
@@ -194,16 +195,23 @@ def test_app_falls_back_to_the_demo_model_and_switches(demo_pipe, tmp_path):
     info = probe(result.video)
     assert info["num_frames"] == 33 and info["audio_codec"] == "aac" and (info["height"], info["width"]) == (256, 448)
     assert result.settings["model"] == "demo" and "--model demo" in result.settings["command"]
-    select_model = app.build_demo(studio).handlers["select_model"]
-    status, duration, steps, resolution, aspect = select_model(FULL_MODEL)
-    assert "absent" in status and (duration, steps, resolution) == (4, 50, "240p")
-    assert not manager.use_demo and not manager.loaded
-    with pytest.raises(Exception, match="Could not load the model"):
-        manager.get()
-    status, duration, steps, resolution, aspect = select_model(DEMO_MODEL)
-    assert "offline demo" in status and (duration, steps, resolution) == (2, 16, "240p")
-    assert aspect.value == "landscape"  # 448 x 256, the size the demo was trained on
-    assert manager.get() is demo_pipe
+    assert manager.spatial_stride() == 32  # so the page's size labels say 448x256
+
+    # both present: each visitor picks one; the choice is theirs (a State), the manager is not switched
+    both = ModelManager(ModelConfig(model=str(tmp_path / "tiny"), device="cpu"), demo_dir=DEMO_DIR,
+                        demo_loader=lambda path: demo_pipe, full_present=True)  # fmt: skip
+    full = both.full_label
+    assert full == "tiny (--model)" and both.choices == [full, DEMO_MODEL] and both.choice == full
+    select_model = app.build_demo(Studio(both, tmp_path / "out2")).handlers["select_model"]
+    choice, status, duration, steps, resolution, aspect = select_model(DEMO_MODEL)
+    assert choice == DEMO_MODEL and "offline demo" in status and (duration, steps, resolution) == (2, 16, "240p")
+    assert aspect.value == "landscape" and ("Landscape · 448×256", "landscape") in aspect.choices
+    assert both.choice == full and not both.loaded  # nobody else's model changed, nothing loaded
+    choice, status, duration, steps, resolution, aspect = select_model(full)
+    assert "tiny" in status and (duration, steps, resolution) == (4, 50, "240p")
+    with pytest.raises(Exception, match="Model must be one of"):
+        select_model("JavisDiT++ (full weights)")
+    assert both.get(DEMO_MODEL) is demo_pipe and not both.is_demo()
 
 
 def _demo_eval_module(name: str = "demo_eval"):

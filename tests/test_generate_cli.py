@@ -57,11 +57,11 @@ def test_prompt_file_is_numbered_and_resumable(tiny_dir, tmp_path, capsys):
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--prompt", "  "], "prompt must be a non-empty string"),
-        (["--prompt", "x", "--duration", "7"], "duration must be between 2 and 5 seconds"),
-        (["--prompt", "x", "--aspect-ratio", "5:4"], "aspect_ratio must be one of"),
-        (["--prompt", "x", "--steps", "0"], "num_inference_steps must be an integer from 1 to 1000"),
-        (["--prompt", "x", "--guidance", "-2"], "guidance_scale must be a number from 0 to 50"),
+        (["--prompt", "  "], "--prompt must be a non-empty string"),
+        (["--prompt", "x", "--duration", "7"], "--duration must be between 2 and 5 seconds"),
+        (["--prompt", "x", "--aspect-ratio", "5:4"], "--aspect-ratio must be one of"),
+        (["--prompt", "x", "--steps", "0"], "--steps must be an integer from 1 to 1000"),
+        (["--prompt", "x", "--guidance", "-2"], "--guidance must be a number from 0 to 50"),
         (["--prompt", "x", "--dtype", "fp8"], "dtype must be one of fp32, bf16, fp16"),
     ],
 )

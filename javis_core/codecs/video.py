@@ -17,11 +17,11 @@ from diffusers import AutoencoderKLWan
 from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
 from torch import nn
 
-from ..loaders.checkpoints import read_weights
 from ..utils import load_component
+from ..loaders.checkpoints import read_weights
+from ..pipelines.requests import TEMPORAL_STRIDE, check_num_frames
 
 WAN_VAE_FILE = "Wan2.1_VAE.pth"
-TEMPORAL_STRIDE = 4
 SPATIAL_STRIDE = 8
 DIT_PATCH = 2  # latent H/W are rounded up to the DiT's spatial patch (spec 3.1 get_latent_size)
 # Spec 3.1 (identical to AutoencoderKLWan's defaults).
@@ -29,15 +29,6 @@ WAN_LATENTS_MEAN = [-0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517,
                     0.4134, -0.0715, 0.5517, -0.3632, -0.1922, -0.9497, 0.2503, -0.2921]  # fmt: skip
 WAN_LATENTS_STD = [2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743,
                    3.2687, 2.1526, 2.8652, 1.5579, 1.6382, 1.1253, 2.8251, 1.9160]  # fmt: skip
-
-
-def check_num_frames(num_frames: int) -> None:
-    """The Wan VAE maps 1 + 4k frames to 1 + k latent frames; anything else is a ValueError."""
-    if num_frames < 1 or (num_frames - 1) % TEMPORAL_STRIDE:
-        raise ValueError(
-            f"num_frames must be 4k+1 (1, 5, ..., 33, 65, 81), got num_frames={num_frames}; the official code "
-            f"rounds other counts up and decodes more frames (e.g. 102 -> 105), use an explicit 4k+1 count"
-        )
 
 
 def video_latent_shape(num_frames: int, height: int, width: int, channels: int = 16,

@@ -23,6 +23,7 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
+from ..pipelines.requests import has_audio, mode_for
 from .official_keys import official_module_to_diffusers, official_to_diffusers_key
 from ..models.transformer import JavisDiTTransformer3DModel
 
@@ -121,7 +122,7 @@ def infer_config(shapes: dict[str, torch.Size], num_attention_heads: int | None 
     )
     heads = num_attention_heads or max(dim // 128, 1)
     config = {
-        "model_type": "t2av" if has_video and has_audio else ("t2v" if has_video else "t2a"),
+        "model_type": mode_for(has_video, has_audio),
         "num_attention_heads": heads,
         "attention_head_dim": dim // heads,
         "text_dim": int(shapes["condition_embedder.text_embedder.linear_1.weight"][1]),
@@ -342,7 +343,7 @@ def load_official_transformer(
         rank = next(iter(embedded_lora.values()))[0].shape[0]
         merge_lora_(state_dict, embedded_lora, (lora_alpha or 16.0) / rank)
 
-    add_audio = config["model_type"] in ("t2av", "t2a") and found_type == "t2v"
+    add_audio = has_audio(config["model_type"]) and found_type == "t2v"
     state_dict = _fit_branches(state_dict, config, dtype, add_audio)
     return build_from_state_dict(state_dict, config, origin, torch_dtype, source=str(weights_path))
 
@@ -366,7 +367,7 @@ def load_wan_diffusers_transformer(
     config.update(model_type=model_type, audio_pe_type=audio_pe_type)
     state_dict, origin = read_weights(path)
     dtype = torch_dtype or next(iter(state_dict.values())).dtype
-    state_dict = _fit_branches(state_dict, config, dtype, add_audio=model_type in ("t2av", "t2a"))
+    state_dict = _fit_branches(state_dict, config, dtype, add_audio=has_audio(model_type))
     return build_from_state_dict(state_dict, config, origin, torch_dtype, source=str(path))
 
 
@@ -419,7 +420,7 @@ def load_transformer(
     if layout == "diffusers":
         config = JavisDiTTransformer3DModel.load_config(path)
         found_type = config.get("model_type", "t2av")
-        if model_type in ("t2a", "t2av") and found_type == "t2v":  # a video base (e.g. the demo's stage 0)
+        if has_audio(model_type) and found_type == "t2v":  # a video base (e.g. the demo's stage 0)
             return _audio_from_video_base(path, config, model_type, torch_dtype, **kwargs)
         model = JavisDiTTransformer3DModel.from_pretrained(path, dtype=torch_dtype, **kwargs)
         if model_type and model_type != model.config.model_type:

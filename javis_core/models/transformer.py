@@ -34,9 +34,10 @@ from diffusers.models.transformers.transformer_wan import (
 )
 from diffusers.utils import BaseOutput
 
+from ..pipelines.requests import MODES, has_audio, has_video
 from .ta_rope import AUDIO_PE_TYPES, TARotaryEmbedding, audio_position_ids, video_position_ids
 
-MODEL_TYPES = ("t2av", "t2a", "t2v")
+MODEL_TYPES = MODES
 
 
 @dataclass
@@ -174,8 +175,8 @@ class JavisDiTTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, Cach
         if audio_pe_type not in AUDIO_PE_TYPES:
             raise ValueError(f"audio_pe_type must be one of {AUDIO_PE_TYPES}, got {audio_pe_type!r}")
         dim = num_attention_heads * attention_head_dim
-        self.has_video = model_type in ("t2av", "t2v")
-        self.has_audio = model_type in ("t2av", "t2a")
+        self.has_video = has_video(model_type)
+        self.has_audio = has_audio(model_type)
 
         self.rope = TARotaryEmbedding(attention_head_dim)
         if self.has_video:

@@ -22,18 +22,14 @@ from transformers import PreTrainedModel
 
 from ..codecs.audio import AudioCodec, audio_latent_shape, num_audio_samples
 from .schedule import make_scheduler, official_shift, partial_sigmas
-from .sizes import (
-    FPS,
-    SAMPLE_RATE,
-    check_num_frames,
-    frames_for_duration,
-    image_size,
-)
+from .requests import MODES, check_mode_supported, has_audio, has_video
+from .requests import check_request as _check_request
+from .requests import resolve_size as _resolve_size
+from .sizes import FPS, SAMPLE_RATE
 from ..codecs.text import DEFAULT_NEGATIVE_PROMPT, VIDEO_ONLY_NEGATIVE_PROMPT, TextEncoder
 from ..models.transformer import JavisDiTTransformer3DModel
 from ..codecs.video import VideoCodec, spatial_stride_of, video_latent_shape
 
-MODES = ("t2av", "t2a", "t2v")
 OUTPUT_TYPES = ("np", "pt", "latent")
 
 
@@ -105,29 +101,16 @@ class JavisDiTPipeline(DiffusionPipeline):
     # ------------------------------------------------------------------ validation
     @staticmethod
     def check_request(prompt, mode, num_inference_steps, guidance_scale, audio_guidance_scale, shift,
-                      prompt_embeds=None) -> None:  # fmt: skip
-        """Validate what a user asks for before any weights are needed (the CLI and the app call this first)."""
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {', '.join(MODES)} (got {mode!r})")
-        if prompt_embeds is None:
-            prompts = [prompt] if isinstance(prompt, str) else prompt
-            if not prompts or not all(isinstance(p, str) and p.strip() for p in prompts):
-                raise ValueError("prompt must be a non-empty string (or a list of them)")
-        if not isinstance(num_inference_steps, int) or not 1 <= num_inference_steps <= 1000:
-            raise ValueError(f"num_inference_steps must be an integer from 1 to 1000 (got {num_inference_steps!r})")
-        for name, value in (("guidance_scale", guidance_scale), ("audio_guidance_scale", audio_guidance_scale)):
-            if value is not None and not (isinstance(value, (int, float)) and 0 <= value <= 50):
-                raise ValueError(f"{name} must be a number from 0 to 50 (got {value!r})")
-        if shift is not None and not (isinstance(shift, (int, float)) and 0 < shift <= 100):
-            raise ValueError(f"shift must be a number in (0, 100] (got {shift!r})")
+                      prompt_embeds=None, negative_prompt=None) -> None:  # fmt: skip
+        """Validate what a user asks for before any weights are needed (``javis_core.pipelines.requests``)."""
+        _check_request(prompt, mode, num_inference_steps, guidance_scale, audio_guidance_scale, shift,
+                       prompt_embeds=prompt_embeds, negative_prompt=negative_prompt)  # fmt: skip
 
     def check_inputs(self, prompt, prompt_embeds, mode, num_inference_steps, guidance_scale, audio_guidance_scale,
                      shift, output_type, callback_tensor_inputs) -> None:  # fmt: skip
         self.check_request(prompt, mode, num_inference_steps, guidance_scale, audio_guidance_scale, shift,
                            prompt_embeds)  # fmt: skip
-        config_type = self.transformer.config.model_type
-        if config_type != "t2av" and mode != config_type:
-            raise ValueError(f"mode {mode!r} needs a t2av transformer; the loaded one is {config_type!r}")
+        check_mode_supported(mode, self.transformer.config.model_type)
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {', '.join(OUTPUT_TYPES)} (got {output_type!r})")
         unknown = set(callback_tensor_inputs) - set(self._callback_tensor_inputs)
@@ -137,18 +120,7 @@ class JavisDiTPipeline(DiffusionPipeline):
     @staticmethod
     def resolve_size(resolution, aspect_ratio, height, width, duration, num_frames) -> tuple[int, int, int]:
         """(height, width, num_frames) from the official tables, or explicit values (decoded rounded up to 16)."""
-        if height is None and width is None:
-            height, width = image_size(resolution, aspect_ratio)
-        elif height is None or width is None:
-            raise ValueError("height and width must be given together")
-        else:
-            for name, value in (("height", height), ("width", width)):
-                if not isinstance(value, int) or not 16 <= value <= 1280:
-                    raise ValueError(f"{name} must be an integer from 16 to 1280 (got {value!r})")
-        if num_frames is not None and duration is not None:
-            raise ValueError("give either duration or num_frames, not both")
-        frames = check_num_frames(num_frames) if num_frames is not None else frames_for_duration(duration or 4)
-        return height, width, frames
+        return _resolve_size(resolution, aspect_ratio, height, width, duration, num_frames)
 
     # ------------------------------------------------------------------ latents
     def latent_shapes(self, height: int, width: int, num_frames: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -252,8 +224,9 @@ class JavisDiTPipeline(DiffusionPipeline):
         self.check_inputs(prompt, prompt_embeds, mode, num_inference_steps, guidance_scale, audio_guidance_scale,
                           shift, output_type, callback_on_step_end_tensor_inputs)  # fmt: skip
         height, width, num_frames = self.resolve_size(resolution, aspect_ratio, height, width, duration, num_frames)
+        num_inference_steps = int(num_inference_steps)  # the check also takes 50.0
         audio_guidance_scale = guidance_scale if audio_guidance_scale is None else audio_guidance_scale
-        want_video, want_audio = mode in ("t2av", "t2v"), mode in ("t2av", "t2a")
+        want_video, want_audio = has_video(mode), has_audio(mode)
         device = self._execution_device
         self._interrupt = False
 

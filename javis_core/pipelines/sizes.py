@@ -63,7 +63,7 @@ def frames_for_duration(duration: float) -> int:
 
 
 def check_num_frames(num_frames: int) -> int:
-    low, high = NUM_FRAMES_RANGE
-    if not isinstance(num_frames, int) or (num_frames - 1) % 4 or not low <= num_frames <= high:
-        raise ValueError(f"num_frames must be 4k+1 between {low} and {high}, e.g. 33, 49, 65, 81 (got {num_frames!r})")
-    return num_frames
+    """A 4k+1 frame count the pipeline accepts (the rule lives in ``javis_core.pipelines.requests``)."""
+    from .requests import check_num_frames as check
+
+    return check(num_frames, *NUM_FRAMES_RANGE)

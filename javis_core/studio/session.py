@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import random
 import re
 import shlex
@@ -20,28 +19,26 @@ from pathlib import Path
 
 import torch
 
-from .loaders.hub import AUDIOLDM2_REPO, JAVISDIT_REPO, WAN_REPO
-from .pipelines.sizes import (
-    ASPECT_PRESETS,
-    ASPECT_RATIOS,
-    DURATIONS,
-    FPS,
-    RESOLUTIONS,
-    SAMPLE_RATE,
-    frames_for_duration,
-    image_size,
-)
-from .codecs.text import DEFAULT_NEGATIVE_PROMPT
-from .utils import best_device
+from .server import JobGate, OutputStore, Rejected
+from ..loaders.hub import AUDIOLDM2_REPO, JAVISDIT_REPO, WAN_REPO
+from ..pipelines.requests import MAX_PROMPT_CHARS, MODES, UI_LIMITS, RequestError, check_request, has_video, resolve_size
+from ..pipelines.sizes import ASPECT_PRESETS, ASPECT_RATIOS, FPS, SAMPLE_RATE, frames_for_duration, image_size
+from ..codecs.text import DEFAULT_NEGATIVE_PROMPT
+from ..utils import best_device
 
 logger = logging.getLogger("javis_studio")
 
-MODE_CHOICES = [("Audio + video", "t2av"), ("Audio only", "t2a"), ("Video only", "t2v")]
-MAX_PROMPT_CHARS = 2000
-MAX_STEPS = 200
-MAX_GUIDANCE = 50.0
-MAX_SHIFT = 100.0
-MAX_SEED = 2**32 - 1
+MODE_LABELS = {"t2av": "Audio + video", "t2a": "Audio only", "t2v": "Video only"}
+MODE_CHOICES = [(MODE_LABELS[mode], mode) for mode in MODES]
+MAX_SEED = int(UI_LIMITS["seed"].high)
+# the page's names for the request fields, used in every message about them
+UI_NAMES = {
+    "prompt": "Prompt", "negative_prompt": "Negative prompt", "mode": "Mode", "duration": "Duration (s)",
+    "resolution": "Resolution", "aspect_ratio": "Aspect ratio", "guidance_scale": "Guidance (video)",
+    "audio_guidance_scale": "Guidance (audio)", "num_inference_steps": "Steps", "shift": "Shift", "seed": "Seed",
+}  # fmt: skip
+DEFAULT_KEEP_BYTES = 5 * 2**30  # the output folder's bound: 5 GB of results ...
+DEFAULT_KEEP_SECONDS = 24 * 3600  # ... none older than a day
 _OUT_OF_MEMORY = (getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError),)
 
 
@@ -54,17 +51,21 @@ class GenerationCancelled(StudioError):
 
 
 # ---------------------------------------------------------------------------------------------- choices
-def aspect_choices(resolution: str) -> list[tuple[str, str]]:
-    """(label, value) pairs: the three presets first, then every other official ratio, labelled width x height."""
-    choices = []
-    for name, ratio in ASPECT_PRESETS.items():
-        height, width = image_size(resolution, ratio)
-        choices.append((f"{name.capitalize()} · {width}×{height}", name))
+def aspect_choices(resolution: str, spatial_stride: int = 8) -> list[tuple[str, str]]:
+    """(label, value) pairs: the three presets first, then every other official ratio, each labelled with the
+    width x height the file will have (the official size rounded up to the model's latent grid: ``spatial_stride``
+    pixels per latent, 8 for Wan's VAE)."""
+    from ..codecs.video import decoded_video_size
+
+    def size(ratio: str) -> str:
+        height, width = decoded_video_size(*image_size(resolution, ratio), spatial_stride=spatial_stride)
+        return f"{width}×{height}"
+
+    choices = [(f"{name.capitalize()} · {size(ratio)}", name) for name, ratio in ASPECT_PRESETS.items()]
     presets = set(ASPECT_PRESETS.values())
     for ratio in sorted(set(ASPECT_RATIOS) - presets, key=ASPECT_RATIOS.get):
-        height, width = image_size(resolution, ratio)
         h, w = ratio.split(":")
-        choices.append((f"{w}:{h} · {width}×{height}", ratio))
+        choices.append((f"{w}:{h} · {size(ratio)}", ratio))
     return choices
 
 
@@ -73,24 +74,6 @@ def random_seed() -> int:
 
 
 # ---------------------------------------------------------------------------------------------- settings
-def _show(number: float) -> str:
-    return str(int(number)) if float(number).is_integer() else f"{number:g}"
-
-
-def _number(label: str, value, low: float, high: float, *, integer: bool = False, low_open: bool = False) -> float:
-    """``value`` as a number within [low, high] (or (low, high]); the error names the control by its label."""
-    kind = "a whole number" if integer else "a number"
-    bounds = f"{'above' if low_open else 'from'} {_show(low)} {'up ' if low_open else ''}to {_show(high)}"
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise StudioError(f"{label} must be {kind} {bounds} (got {value!r})") from None
-    too_low = number <= low if low_open else number < low
-    if math.isnan(number) or too_low or number > high or (integer and not number.is_integer()):
-        raise StudioError(f"{label} must be {kind} {bounds} (got {value!r})")
-    return int(number) if integer else number
-
-
 @dataclass(frozen=True)
 class GenerationSettings:
     """One validated request, in the pipeline's terms; ``to_dict`` is the settings JSON shown with a result."""
@@ -126,29 +109,25 @@ class GenerationSettings:
     ) -> GenerationSettings:
         """Validate what the page (or an API caller) sent. ``shift`` 0/None means automatic, an untouched
         default negative prompt means the mode's default, ``link_guidance`` reuses the video scale for audio."""
-        prompt = (prompt or "").strip()
-        if not prompt:
+        if not isinstance(prompt, str) or not prompt.strip():
             raise StudioError("Prompt is empty: describe what should be seen and heard.")
-        if len(prompt) > MAX_PROMPT_CHARS:
-            raise StudioError(f"Prompt is too long ({len(prompt)} characters; at most {MAX_PROMPT_CHARS}).")
-        modes = [value for _, value in MODE_CHOICES]
-        if mode not in modes:
-            raise StudioError(f"Mode must be one of {', '.join(modes)} (got {mode!r})")
-        duration = _number("Duration (s)", duration, *DURATIONS)
-        if resolution not in RESOLUTIONS:
-            raise StudioError(f"Resolution must be one of {', '.join(RESOLUTIONS)} (got {resolution!r})")
-        if aspect_ratio not in ASPECT_PRESETS and aspect_ratio not in ASPECT_RATIOS:
-            allowed = ", ".join(list(ASPECT_PRESETS) + list(ASPECT_RATIOS))
-            raise StudioError(f"Aspect ratio must be one of {allowed} (got {aspect_ratio!r})")
-        guidance_scale = _number("Guidance (video)", guidance_scale, 0, MAX_GUIDANCE)
-        if link_guidance or audio_guidance_scale is None:
-            audio_guidance_scale = guidance_scale
-        audio_guidance_scale = _number("Guidance (audio)", audio_guidance_scale, 0, MAX_GUIDANCE)
-        steps = _number("Steps", num_inference_steps, 1, MAX_STEPS, integer=True)
-        shift_value = None if shift in (None, 0, 0.0, "") else _number("Shift", shift, 0, MAX_SHIFT, low_open=True)
+        prompt = prompt.strip()
         if randomize_seed or seed is None or seed == "":
             seed = random_seed()
-        seed = _number("Seed", seed, 0, MAX_SEED, integer=True)
+        if link_guidance or audio_guidance_scale is None:
+            audio_guidance_scale = guidance_scale
+        shift = None if shift in (None, 0, 0.0, "") else shift
+        try:
+            numbers = check_request(
+                prompt, mode, num_inference_steps, guidance_scale, audio_guidance_scale, shift, seed=seed,
+                negative_prompt=negative_prompt, limits=UI_LIMITS, names=UI_NAMES, max_prompt_chars=MAX_PROMPT_CHARS,
+            )  # fmt: skip
+            duration = UI_LIMITS["duration"].check("duration", duration, UI_NAMES["duration"])
+            resolve_size(resolution, aspect_ratio, duration=duration, limits=UI_LIMITS, names=UI_NAMES)
+        except RequestError as error:
+            raise StudioError(str(error)) from None
+        guidance_scale, audio_guidance_scale = numbers["guidance_scale"], numbers["audio_guidance_scale"]
+        steps, shift_value, seed = numbers["num_inference_steps"], numbers.get("shift"), numbers["seed"]
         if negative_prompt is not None and negative_prompt.strip() == DEFAULT_NEGATIVE_PROMPT:
             negative_prompt = None
         return cls(
@@ -190,7 +169,7 @@ class GenerationSettings:
                     args += [flag, str(value)]
             if model.dtype:
                 args += ["--dtype", model.dtype]
-        return shlex.join(args + ["--out", "clip.wav" if self.mode == "t2a" else "clip.mp4"])
+        return shlex.join(args + ["--out", "clip.mp4" if has_video(self.mode) else "clip.wav"])
 
     @property
     def num_frames(self) -> int:
@@ -215,8 +194,8 @@ class ModelConfig:
 
     @property
     def dtype_name(self) -> str:
-        from .loaders.pipeline_loader import default_dtype
-        from .utils import parse_dtype
+        from ..loaders.pipeline_loader import default_dtype
+        from ..utils import parse_dtype
 
         dtype = parse_dtype(self.dtype) if self.dtype else default_dtype(self.device)
         return str(dtype).removeprefix("torch.")
@@ -229,7 +208,7 @@ FULL_DEFAULTS = {"duration": 4, "steps": 50, "resolution": "240p", "aspect_ratio
 
 def full_weights_present(config: ModelConfig) -> bool:
     """The release, Wan2.1 and AudioLDM2 are local dirs or already in the hub cache (nothing to download)."""
-    from .loaders.hub import AUDIOLDM2_FILES, JAVISDIT_FILES, WAN_DIFFUSERS_FILES, WAN_FILES, weights_present
+    from ..loaders.hub import AUDIOLDM2_FILES, JAVISDIT_FILES, WAN_DIFFUSERS_FILES, WAN_FILES, weights_present
 
     if (Path(config.model) / "model_index.json").exists():
         return True
@@ -238,65 +217,92 @@ def full_weights_present(config: ModelConfig) -> bool:
 
 
 class ModelManager:
-    """Loads the pipeline once, on first use, and remembers why it failed (a later call tries again).
+    """Loads each pipeline once, on first use, and remembers why a load failed (a later call tries again).
 
-    With ``demo_dir`` (a demo model dir, see ``demo/model.py``) the offline demo model is a second choice: it is
-    the starting one when the full weights are not present, and :meth:`select` switches between the two.
+    With ``demo_dir`` (a demo model dir, see ``demo/model.py``) the offline demo model is used when the full
+    weights are not present; when both are present each visitor chooses one (``choice`` arguments: a label of
+    :attr:`choices`) without changing it for anyone else. Nothing a visitor does starts a download the operator's
+    command line did not ask for: the full model is offered beside the demo only when its weights are here.
     """
 
     def __init__(self, config: ModelConfig, loader: Callable | None = None, demo_dir: str | Path | None = None,
                  demo_loader: Callable | None = None, full_present: bool | None = None):  # fmt: skip
-        from .demo.model import demo_available
+        from ..demo.model import demo_available
 
         self.config = config
         self._loader = loader
         self._demo_loader = demo_loader
         self.demo_dir = Path(demo_dir) if demo_dir is not None and demo_available(demo_dir) else None
         self.full_present = full_weights_present(config) if full_present is None else full_present
-        self.use_demo = self.demo_dir is not None and not self.full_present
-        self._pipe = None
-        self._error: str | None = None
+        self.use_demo = self.demo_dir is not None and not self.full_present  # the starting choice
+        self._pipes: dict[str, object] = {}
+        self._errors: dict[str, str] = {}
         self._lock = threading.Lock()
 
     @property
-    def loaded(self) -> bool:
-        return self._pipe is not None
+    def full_label(self) -> str:
+        """The full model's name on the page: the release's, or the folder/hub id given to ``--model``."""
+        if str(self.config.model) == JAVISDIT_REPO:
+            return FULL_MODEL
+        return f"{Path(str(self.config.model)).name or self.config.model} (--model)"
 
     @property
     def choices(self) -> list[str]:
-        return [FULL_MODEL, DEMO_MODEL] if self.demo_dir is not None else [FULL_MODEL]
+        if self.demo_dir is not None and self.full_present:
+            return [self.full_label, DEMO_MODEL]
+        return [DEMO_MODEL] if self.use_demo else [self.full_label]
 
     @property
     def choice(self) -> str:
-        return DEMO_MODEL if self.use_demo else FULL_MODEL
+        """The choice a new visitor starts with."""
+        return DEMO_MODEL if self.use_demo else self.full_label
+
+    def _resolve(self, choice: str | None) -> str:
+        if choice is None:
+            return self.choice
+        if choice not in self.choices:
+            raise StudioError(f"Model must be one of {', '.join(self.choices)} (got {choice!r})")
+        return choice
+
+    def is_demo(self, choice: str | None = None) -> bool:
+        return self._resolve(choice) == DEMO_MODEL
 
     @property
-    def defaults(self) -> dict:
-        """Duration, steps, resolution and aspect preset the current model is best used with."""
-        if not self.use_demo:
+    def loaded(self) -> bool:
+        return bool(self._pipes)
+
+    def defaults(self, choice: str | None = None) -> dict:
+        """Duration, steps, resolution and aspect preset the model is best used with."""
+        if not self.is_demo(choice):
             return dict(FULL_DEFAULTS)
-        from .demo.model import DEMO_DURATION, DEMO_SIZE, DEMO_STEPS
+        from ..demo.model import DEMO_DURATION, DEMO_SIZE, DEMO_STEPS
 
         return {"duration": DEMO_DURATION, "steps": DEMO_STEPS, **DEMO_SIZE}
 
-    def select(self, choice: str) -> str:
-        """Switch between the full and the demo model (the other one is dropped); returns the new status."""
-        if choice not in self.choices:
-            raise StudioError(f"model must be one of {', '.join(self.choices)} (got {choice!r})")
-        with self._lock:
-            if (choice == DEMO_MODEL) != self.use_demo:
-                self.use_demo, self._pipe, self._error = choice == DEMO_MODEL, None, None
-        return self.status_markdown()
+    def spatial_stride(self, choice: str | None = None) -> int:
+        """Pixels per latent of the model's video VAE (what the decoded size is rounded to), read from the loaded
+        pipeline or its saved ``vae/config.json``; Wan's 8 otherwise."""
+        from ..codecs.video import SPATIAL_STRIDE, spatial_stride_of
 
-    def status_markdown(self) -> str:
-        c = self.config
-        if self._pipe is not None:
+        choice = self._resolve(choice)
+        if choice in self._pipes:
+            return spatial_stride_of(getattr(self._pipes[choice], "vae", None))
+        folder = self.demo_dir if choice == DEMO_MODEL else Path(str(self.config.model))
+        try:
+            config = json.loads((folder / "vae" / "config.json").read_text(encoding="utf-8"))
+            return int(config.get("scale_factor_spatial", SPATIAL_STRIDE))
+        except (OSError, ValueError):
+            return SPATIAL_STRIDE
+
+    def status_markdown(self, choice: str | None = None) -> str:
+        c, choice = self.config, self._resolve(choice)
+        if choice in self._pipes:
             state = "**loaded**"
-        elif self._error:
-            state = "**not loaded**: " + self._error.splitlines()[0]
+        elif choice in self._errors:
+            state = "**not loaded**: " + self._errors[choice].splitlines()[0]
         else:
             state = "loads on the first Generate"
-        if self.use_demo:
+        if choice == DEMO_MODEL:
             note = "" if self.full_present else " The full JavisDiT++ weights were not found, so the demo model is used."
             return (f"**Model** offline demo (`{self.demo_dir.name}`: a small JavisDiT++ trained on balls, lights and "
                     f"drums in red, green, blue and yellow; best at 240p landscape, 2 s) · **device** `cpu` · "
@@ -304,38 +310,40 @@ class ModelManager:
         where = f"{c.device} (CPU offload)" if c.offload else c.device
         return f"**Model** `{c.model}` · **device** `{where}` · **dtype** `{c.dtype_name}` · {state}"
 
-    def get(self):
+    def get(self, choice: str | None = None):
         """The pipeline; a StudioError says exactly what is missing and how to get it."""
-        from .loaders.checkpoints import CheckpointError
-        from .loaders.hub import WeightsNotFoundError
+        from ..loaders.checkpoints import CheckpointError
+        from ..loaders.hub import WeightsNotFoundError
 
+        choice = self._resolve(choice)
         with self._lock:
-            if self._pipe is not None:
-                return self._pipe
+            if choice in self._pipes:
+                return self._pipes[choice]
             c = self.config
             loader = self._loader
             if loader is None:
-                from .loaders.pipeline_loader import load_pipeline as loader
+                from ..loaders.pipeline_loader import load_pipeline as loader
             started = time.perf_counter()
             try:
-                if self.use_demo:
-                    self._pipe = (self._demo_loader or loader)(self.demo_dir)
+                if choice == DEMO_MODEL:
+                    pipe = (self._demo_loader or loader)(self.demo_dir)
                 else:
-                    self._pipe = loader(
+                    pipe = loader(
                         model=c.model, wan=c.wan, audioldm2=c.audioldm2, device=c.device, torch_dtype=c.dtype,
                         offload=c.offload, vae_tiling=c.vae_tiling,
                     )  # fmt: skip
             except (WeightsNotFoundError, CheckpointError, ValueError, OSError, ImportError) as error:
-                self._error = f"Could not load the model. {error}"
-                raise StudioError(self._error) from error
+                self._errors[choice] = f"Could not load the model. {error}"
+                raise StudioError(self._errors[choice]) from error
             except _OUT_OF_MEMORY as error:
-                self._error = (
+                self._errors[choice] = (
                     f"Out of memory while loading the model on {c.device}: start with --offload or --dtype bf16"
                 )
-                raise StudioError(self._error) from error
-            self._error = None
+                raise StudioError(self._errors[choice]) from error
+            self._errors.pop(choice, None)
+            self._pipes[choice] = pipe
             logger.info("pipeline loaded in %.1f s", time.perf_counter() - started)
-            return self._pipe
+            return pipe
 
 
 # ---------------------------------------------------------------------------------------------- generation
@@ -344,10 +352,16 @@ class GenerationResult:
     video: Path | None  # mp4 (with sound unless video-only)
     audio: Path | None  # wav of the soundtrack
     settings: dict
+    thumbnail: Path | None = None  # the middle frame of the video, for the session's gallery
+    record: Path | None = None  # the settings as written next to the files
 
     @property
     def download(self) -> Path:
         return self.video or self.audio
+
+    @property
+    def files(self) -> tuple[Path, ...]:
+        return tuple(p for p in (self.video, self.audio, self.thumbnail, self.record) if p is not None)
 
 
 def _slug(text: str, length: int = 40) -> str:
@@ -355,48 +369,82 @@ def _slug(text: str, length: int = 40) -> str:
 
 
 class Studio:
-    """Runs one generation at a time, per-session output folders, cancellation by session."""
+    """Runs one generation at a time through a fair line (:class:`JobGate`), writes each result under its
+    session's folder in a bounded output folder (:class:`OutputStore`), and cancels by session or by job."""
 
-    def __init__(self, models: ModelManager, output_root: str | Path):
+    def __init__(self, models: ModelManager, output_root: str | Path, gate: JobGate | None = None,
+                 keep_bytes: int = DEFAULT_KEEP_BYTES, keep_seconds: float = DEFAULT_KEEP_SECONDS):  # fmt: skip
         self.models = models
-        self.output_root = Path(output_root)
-        self._run_lock = threading.Lock()
-        self._cancel_events: dict[str, threading.Event] = {}
+        self.store = OutputStore(output_root, keep_bytes, keep_seconds)
+        self.output_root = self.store.root
+        self.gate = gate or JobGate()
+        self._jobs: dict[str, set[threading.Event]] = {}  # session -> cancel events of its running/waiting jobs
+        self._forgotten: set[str] = set()
+        self._lock = threading.Lock()
         self._counter = 0
 
     def session_dir(self, session: str) -> Path:
         return self.output_root / (re.sub(r"[^A-Za-z0-9_-]", "", session) or "default")
 
     def cancel(self, session: str) -> bool:
-        """Stop the session's running (or waiting) generation after the current step; False if none."""
-        event = self._cancel_events.get(session)
-        if event is None:
-            return False
-        event.set()
-        if self.models.loaded:
-            self.models.get().interrupt_generation()
-        return True
+        """Stop the session's running generation after the current step, and its waiting ones; False if none."""
+        with self._lock:
+            events = list(self._jobs.get(session, ()))
+        for event in events:
+            event.set()
+        return bool(events)
 
-    def generate(
-        self, settings: GenerationSettings, session: str = "default", on_progress: Callable | None = None
-    ) -> GenerationResult:
-        """Sample, then write the mp4 and/or wav under this session's folder. ``on_progress(done, total, what)``."""
+    def forget_session(self, session: str) -> None:
+        """The visitor left: stop their generations, and delete their folder once none of them still writes."""
+        with self._lock:
+            busy = bool(self._jobs.get(session))
+            if busy:
+                self._forgotten.add(session)
+        self.cancel(session)
+        if not busy:
+            self.store.forget(self.session_dir(session))
+
+    def generate(self, settings: GenerationSettings, session: str = "default", on_progress: Callable | None = None,
+                 *, client: str | None = None, model: str | None = None,
+                 cancel: threading.Event | None = None) -> GenerationResult:  # fmt: skip
+        """Wait for a turn, sample, then write the mp4 and/or wav under this session's folder.
+
+        ``on_progress(done, total, what)``; ``client``: who asks (the per-client limit; default the session);
+        ``model``: one of ``models.choices`` (default the starting one); ``cancel``: set it to stop this job.
+        """
         report = on_progress or (lambda done, total, what: None)
-        cancel = self._cancel_events[session] = threading.Event()
+        cancel = cancel or threading.Event()
+        choice = self.models._resolve(model)
         try:
-            report(0, 1, "Loading the model")
-            pipe = self.models.get()
-            report(0, 1, "Waiting for the previous generation")
-            with self._run_lock:
+            ticket = self.gate.admit(client or session)
+        except Rejected as error:
+            raise StudioError(str(error)) from None
+        with self._lock:
+            self._jobs.setdefault(session, set()).add(cancel)
+        try:
+            waiting = lambda ahead: report(0, 1, f"Waiting for {ahead} earlier generation{'s' if ahead > 1 else ''}")  # noqa: E731
+            with self.gate.turn(ticket, cancel, waiting, cancelled=lambda: GenerationCancelled("Generation cancelled.")):
                 if cancel.is_set():
                     raise GenerationCancelled("Generation cancelled.")
-                return self._run(pipe, settings, session, cancel, report)
+                if choice not in self.models._pipes:
+                    report(0, 1, "Loading the model")
+                pipe = self.models.get(choice)
+                result = self._run(pipe, settings, session, cancel, report, choice)
+                self.store.prune(keep=result.files)
+                return result
         finally:
-            self._cancel_events.pop(session, None)
+            with self._lock:
+                self._jobs.get(session, set()).discard(cancel)
+                gone = session in self._forgotten and not self._jobs.get(session)
+                if not self._jobs.get(session):
+                    self._jobs.pop(session, None)
+                    self._forgotten.discard(session)
+            if gone:
+                self.store.forget(self.session_dir(session))
 
-    def _run(self, pipe, settings, session, cancel, report) -> GenerationResult:
-        from .media import write_video, write_wav
-        from .pipelines.schedule import official_shift
+    def _run(self, pipe, settings, session, cancel, report, choice) -> GenerationResult:
+        from ..media import write_video, write_wav
+        from ..pipelines.schedule import official_shift
 
         total = settings.num_inference_steps
 
@@ -432,30 +480,37 @@ class Studio:
 
         folder = self.session_dir(session)
         folder.mkdir(parents=True, exist_ok=True)
-        self._counter += 1
-        stem = folder / f"{self._counter:04d}-{_slug(settings.prompt)}-{settings.seed}"
+        with self._lock:
+            self._counter += 1
+            stem = folder / f"{self._counter:04d}-{_slug(settings.prompt)}-{settings.seed}"
+            while stem.with_suffix(".json").exists():  # a folder kept from before a restart
+                self._counter += 1
+                stem = folder / f"{self._counter:04d}-{_slug(settings.prompt)}-{settings.seed}"
         audio = None if output.audio is None else output.audio[0]
-        video_path = audio_path = None
+        video_path = audio_path = thumbnail = None
         if output.frames is not None:
             video_path = Path(write_video(stem.with_suffix(".mp4"), output.frames[0], fps=FPS, audio=audio,
                                           sample_rate=SAMPLE_RATE))  # fmt: skip
+            thumbnail = video_thumbnail(video_path, folder / "thumbnails" / f"{stem.name}.jpg")
         if audio is not None:
             audio_path = Path(write_wav(stem.with_suffix(".wav"), audio, SAMPLE_RATE))
         height, width = settings.size
         frames_shape = None if output.frames is None else output.frames.shape[2:4]  # may be rounded up to /16
+        demo = choice == DEMO_MODEL
         record = settings.to_dict() | {
             "height": None if frames_shape is None else int(frames_shape[0]),
             "width": None if frames_shape is None else int(frames_shape[1]),
             "shift": settings.shift or official_shift(height, width, settings.num_frames),
             "shift_automatic": settings.shift is None,
-            "model": "demo" if self.models.use_demo else self.models.config.model,
-            "device": "cpu" if self.models.use_demo else self.models.config.device,
-            "dtype": "float32" if self.models.use_demo else self.models.config.dtype_name,
+            "model": "demo" if demo else self.models.config.model,
+            "device": "cpu" if demo else self.models.config.device,
+            "dtype": "float32" if demo else self.models.config.dtype_name,
             "seconds": round(elapsed, 1),
-            "command": settings.cli_command(self.models.config, demo=self.models.use_demo),
+            "command": settings.cli_command(self.models.config, demo=demo),
         }
         stem.with_suffix(".json").write_text(json.dumps(record, indent=1, ensure_ascii=False), encoding="utf-8")
-        return GenerationResult(video=video_path, audio=audio_path, settings=record)
+        return GenerationResult(video=video_path, audio=audio_path, settings=record, thumbnail=thumbnail,
+                                record=stem.with_suffix(".json"))  # fmt: skip
 
     @staticmethod
     def _free_memory() -> None:
