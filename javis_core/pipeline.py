@@ -225,6 +225,7 @@ class JavisDiTPipeline(DiffusionPipeline):
         callback_on_step_end: Callable | PipelineCallback | MultiPipelineCallbacks | None = None,
         callback_on_step_end_tensor_inputs: list[str] | None = None,
         max_sequence_length: int = 512,
+        attention_kwargs: dict | None = None,
     ) -> JavisDiTPipelineOutput | tuple:
         r"""
         Generate a sounding video (``mode="t2av"``), audio only (``"t2a"``) or video only (``"t2v"``).
@@ -245,6 +246,7 @@ class JavisDiTPipeline(DiffusionPipeline):
             callback_on_step_end: ``fn(pipe, step, timestep, callback_kwargs) -> dict`` after every step; it may
                 replace tensors named in ``callback_on_step_end_tensor_inputs``. Setting ``pipe._interrupt`` (or
                 calling ``interrupt_generation``) stops the loop after the current step.
+            attention_kwargs: passed to the transformer; ``{"scale": s}`` sets the strength of loaded LoRAs.
         """
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
@@ -312,19 +314,24 @@ class JavisDiTPipeline(DiffusionPipeline):
             text_mask = torch.cat([text_mask, negative_prompt_attention_mask.to(device)])
         copies = 2 if do_cfg else 1
 
-        # 4. Denoising loop.
+        # 4. Denoising loop (a cache left half-way by an interrupted call starts afresh).
+        self.transformer._reset_stateful_cache()
         with self.progress_bar(total=len(timesteps)) as progress:
             for step, t in enumerate(timesteps):
                 if self.interrupt:
                     break
-                out = self.transformer(
-                    latents.repeat(copies, 1, 1, 1, 1) if want_video else None,
-                    t.expand(batch * copies).to(device),
-                    text,
-                    audio_hidden_states=audio_latents.repeat(copies, 1, 1, 1) if want_audio else None,
-                    encoder_attention_mask=text_mask,
-                    num_frames=num_frames,
-                )
+                # One batched [cond; uncond] call a step: diffusers' caches keep their state under this name.
+                context = dict(step_index=step, num_inference_steps=len(timesteps), sigma=sigmas[step])
+                with self.transformer.cache_context("cond_uncond" if do_cfg else "cond", **context):
+                    out = self.transformer(
+                        latents.repeat(copies, 1, 1, 1, 1) if want_video else None,
+                        t.expand(batch * copies).to(device),
+                        text,
+                        audio_hidden_states=audio_latents.repeat(copies, 1, 1, 1) if want_audio else None,
+                        encoder_attention_mask=text_mask,
+                        num_frames=num_frames,
+                        attention_kwargs=attention_kwargs,
+                    )
                 if want_video:
                     velocity = _guided(out.sample, guidance_scale, do_cfg)
                     latents = video_scheduler.step(velocity, t, latents, return_dict=False)[0]

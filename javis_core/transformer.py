@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.hooks._helpers import TransformerBlockMetadata, TransformerBlockRegistry
 from diffusers.loaders import PeftAdapterMixin
 from diffusers.models.attention import AttentionMixin, FeedForward
 from diffusers.models.cache_utils import CacheMixin
@@ -32,7 +33,7 @@ from diffusers.models.transformers.transformer_wan import (
     WanAttnProcessor,
     WanTimeTextImageEmbedding,
 )
-from diffusers.utils import BaseOutput
+from diffusers.utils import BaseOutput, apply_lora_scale
 
 from .ta_rope import AUDIO_PE_TYPES, TARotaryEmbedding, audio_position_ids, video_position_ids
 
@@ -127,6 +128,13 @@ class JavisDiTBlock(nn.Module):
             a_shift, a_scale, a_gate = (self.audio_scale_shift_table + audio_temb.to(dtype)).chunk(3, dim=1)
             outputs.append(audio + self.audio_ffn(_modulate(self.audio_norm(audio), a_shift, a_scale)) * a_gate)
         return torch.cat(outputs, dim=1) if len(outputs) > 1 else outputs[0]
+
+
+# The block returns only the updated [video; audio] tokens (the text features pass through unchanged), which is what
+# diffusers' block-level caches (FirstBlockCache, MagCache, ...) need to know to skip it.
+TransformerBlockRegistry.register(
+    JavisDiTBlock, TransformerBlockMetadata(return_hidden_states_index=0, return_encoder_hidden_states_index=None)
+)
 
 
 class JavisDiTTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, CacheMixin, AttentionMixin):
@@ -249,7 +257,12 @@ class JavisDiTTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, Cach
     # ------------------------------------------------------------------ forward helpers
     @property
     def activation_dtype(self) -> torch.dtype:
-        return self.blocks[0].attn1.to_q.weight.dtype
+        """The dtype the blocks compute in: the weights' dtype, or the compute dtype of diffusers' layerwise casting
+        (whose stored weights may be float8)."""
+        layer = self.blocks[0].attn1.to_q
+        registry = getattr(layer, "_diffusers_hook", None)
+        casting = registry.get_hook("layerwise_casting") if registry is not None else None
+        return casting.compute_dtype if casting is not None else layer.weight.dtype
 
     def _embed_time(self, timestep: torch.Tensor, with_audio: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         # Official quirk (spec 1.6, 11.2): t is rounded to the model dtype before the float64 sinusoid.
@@ -279,6 +292,7 @@ class JavisDiTTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, Cach
             raise ValueError("audio-only denoising needs num_frames (the clip's frame count) to place the audio RoPE")
 
     # ------------------------------------------------------------------ forward
+    @apply_lora_scale("attention_kwargs")
     def forward(
         self,
         hidden_states: torch.Tensor | None,
@@ -299,6 +313,8 @@ class JavisDiTTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, Cach
             encoder_attention_mask: (B, L) token mask; masked positions are zeroed before the text MLP, as the
                 official model does. Cross-attention itself is unmasked.
             num_frames: the clip's pixel frame count, only used in ``t2a`` mode (virtual video for TA-RoPE).
+            attention_kwargs: ``{"scale": s}`` multiplies the loaded LoRA adapters' contribution by s (diffusers'
+                ``apply_lora_scale``; 0 gives the base model).
         """
         self._check_inputs(hidden_states, audio_hidden_states, num_frames)
         dtype = self.activation_dtype
