@@ -153,7 +153,10 @@ class JavisDiTTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, Cach
     _supports_gradient_checkpointing = True
     _no_split_modules = ["JavisDiTBlock"]
     _repeated_blocks = ["JavisDiTBlock"]
-    _skip_layerwise_casting_patterns = ["patch_embedding", "condition_embedder", "norm", "audio_time_proj"]
+    # diffusers' defaults also keep "^proj_out$"; the audio head is as precision-sensitive (it runs in float32).
+    _skip_layerwise_casting_patterns = [
+        "patch_embedding", "condition_embedder", "norm", "audio_time_proj", "^audio_proj_out$"
+    ]  # fmt: skip
 
     @register_to_config
     def __init__(
