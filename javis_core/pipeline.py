@@ -29,6 +29,7 @@ from .sizes import (
     frames_for_duration,
     image_size,
 )
+from .speed import cache_config, get_preset
 from .text_encoder import DEFAULT_NEGATIVE_PROMPT, VIDEO_ONLY_NEGATIVE_PROMPT, TextEncoder
 from .transformer import JavisDiTTransformer3DModel
 from .video_codec import VideoCodec, spatial_stride_of, video_latent_shape
@@ -193,6 +194,17 @@ class JavisDiTPipeline(DiffusionPipeline):
             raise ValueError("this pipeline has no audio VAE/vocoder: use output_type='latent'")
         return AudioCodec(self.audio_vae, self.vocoder).decode(latents, num_samples)
 
+    def _use_preset_cache(self, settings) -> None:
+        """Enable the preset's cache for one call (and drop one an earlier, failed call left); a cache the user
+        enabled with ``transformer.enable_cache`` is kept and used instead."""
+        if getattr(self, "_preset_cache_on", False):
+            self.transformer.disable_cache()
+            self._preset_cache_on = False
+        config = cache_config(settings) if settings is not None else None
+        if config is not None and not self.transformer.is_cache_enabled:
+            self.transformer.enable_cache(config)
+            self._preset_cache_on = True
+
     # ------------------------------------------------------------------ sampling
     @torch.no_grad()
     def __call__(
@@ -206,7 +218,7 @@ class JavisDiTPipeline(DiffusionPipeline):
         width: int | None = None,
         duration: float | None = None,
         num_frames: int | None = None,
-        num_inference_steps: int = 50,
+        num_inference_steps: int | None = None,
         guidance_scale: float = 5.0,
         audio_guidance_scale: float | None = None,
         shift: float | None = None,
@@ -226,6 +238,7 @@ class JavisDiTPipeline(DiffusionPipeline):
         callback_on_step_end_tensor_inputs: list[str] | None = None,
         max_sequence_length: int = 512,
         attention_kwargs: dict | None = None,
+        preset: str | None = None,
     ) -> JavisDiTPipelineOutput | tuple:
         r"""
         Generate a sounding video (``mode="t2av"``), audio only (``"t2a"``) or video only (``"t2v"``).
@@ -247,7 +260,14 @@ class JavisDiTPipeline(DiffusionPipeline):
                 replace tensors named in ``callback_on_step_end_tensor_inputs``. Setting ``pipe._interrupt`` (or
                 calling ``interrupt_generation``) stops the loop after the current step.
             attention_kwargs: passed to the transformer; ``{"scale": s}`` sets the strength of loaded LoRAs.
+            preset: "exact" (the official 50 Euler steps), "fast" or "fastest" (approximations: fewer UniPC steps,
+                and for "fastest" a first-block cache during this call); sets ``num_inference_steps`` and
+                ``scheduler`` where they are not given. See ``javis_core.speed.PRESETS``.
         """
+        settings = get_preset(preset) if preset is not None else None
+        if num_inference_steps is None:
+            num_inference_steps = settings.num_inference_steps if settings else 50
+        scheduler = scheduler or (settings.scheduler if settings else None)
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
         callback_on_step_end_tensor_inputs = callback_on_step_end_tensor_inputs or ["latents"]
@@ -315,6 +335,7 @@ class JavisDiTPipeline(DiffusionPipeline):
         copies = 2 if do_cfg else 1
 
         # 4. Denoising loop (a cache left half-way by an interrupted call starts afresh).
+        self._use_preset_cache(settings)
         self.transformer._reset_stateful_cache()
         with self.progress_bar(total=len(timesteps)) as progress:
             for step, t in enumerate(timesteps):
@@ -349,6 +370,8 @@ class JavisDiTPipeline(DiffusionPipeline):
                     latents = updates.get("latents", latents)
                     audio_latents = updates.get("audio_latents", audio_latents)
                 progress.update()
+
+        self._use_preset_cache(None)
 
         # 5. Decode.
         if output_type == "latent":
