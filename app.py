@@ -41,6 +41,7 @@ from javis_core.app_support import (
 )
 from javis_core.demo_model import DEMO_DIR
 from javis_core.hub import add_loading_arguments
+from javis_core.speed import PRESETS, resolve_attention_backend
 from javis_core.sizes import DURATIONS, RESOLUTIONS
 from javis_core.text_encoder import DEFAULT_NEGATIVE_PROMPT
 from javis_core.utils import best_device
@@ -263,6 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-demo", action="store_true",
                         help="never offer the offline demo model (by default it is used when the full weights are absent)")
     parser.add_argument("--preload", action="store_true", help="load the pipeline at start-up (always on Spaces)")
+    parser.add_argument("--preset", choices=tuple(PRESETS), default=None,
+                        help="sampler of every generation: exact (official), fast or fastest (approximate)")
     parser.add_argument("--output-dir", default=None, help="where results go (default: a temp dir)")
     # None lets Gradio read GRADIO_SERVER_NAME / GRADIO_SERVER_PORT (set on Spaces) before its defaults
     parser.add_argument("--host", default=None, help="default 127.0.0.1; 0.0.0.0 serves the local network")
@@ -278,12 +281,16 @@ def create_studio(args: argparse.Namespace) -> Studio:
     # wrong flags are start-up errors, not surprises on the first Generate
     if args.dtype:
         parse_dtype(args.dtype)
+    if args.attention:
+        resolve_attention_backend(args.attention)
     try:
         torch.device(args.device or "cpu")
     except RuntimeError:
         raise ValueError(f"--device must look like cuda, cuda:1, mps or cpu (got {args.device!r})") from None
     config = ModelConfig(model=args.model, wan=args.wan, audioldm2=args.audioldm2, device=args.device or best_device(),
-                         dtype=args.dtype, offload=args.offload, vae_tiling=args.vae_tiling)  # fmt: skip
+                         dtype=args.dtype, offload=args.offload, vae_tiling=args.vae_tiling, compile=args.compile,
+                         attention=args.attention, group_offload=args.group_offload, fp8=args.fp8,
+                         preset=args.preset)  # fmt: skip
     output_root = Path(args.output_dir or tempfile.mkdtemp(prefix="javis-studio-"))
     studio = Studio(ModelManager(config, demo_dir=None if args.no_demo else DEMO_DIR), output_root)
     if args.preload or ON_SPACES:

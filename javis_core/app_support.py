@@ -212,6 +212,12 @@ class ModelConfig:
     dtype: str | None = None  # None: bf16 on accelerators, fp32 on CPU
     offload: bool = False
     vae_tiling: bool = False
+    # speed/memory options of load_pipeline, and the sampling preset every generation uses (None: exact sampler)
+    compile: bool = False
+    attention: str | None = None
+    group_offload: bool = False
+    fp8: bool = False
+    preset: str | None = None
 
     @property
     def dtype_name(self) -> str:
@@ -273,11 +279,14 @@ class ModelManager:
     @property
     def defaults(self) -> dict:
         """Duration, steps, resolution and aspect preset the current model is best used with."""
-        if not self.use_demo:
-            return dict(FULL_DEFAULTS)
         from .demo_model import DEMO_DURATION, DEMO_SIZE, DEMO_STEPS
+        from .speed import PRESETS
 
-        return {"duration": DEMO_DURATION, "steps": DEMO_STEPS, **DEMO_SIZE}
+        demo = {"duration": DEMO_DURATION, "steps": DEMO_STEPS, **DEMO_SIZE}
+        start = demo if self.use_demo else dict(FULL_DEFAULTS)
+        if self.config.preset is not None:
+            start["steps"] = PRESETS[self.config.preset].num_inference_steps
+        return start
 
     def select(self, choice: str) -> str:
         """Switch between the full and the demo model (the other one is dropped); returns the new status."""
@@ -325,7 +334,8 @@ class ModelManager:
                 else:
                     self._pipe = loader(
                         model=c.model, wan=c.wan, audioldm2=c.audioldm2, device=c.device, torch_dtype=c.dtype,
-                        offload=c.offload, vae_tiling=c.vae_tiling,
+                        offload=c.offload, vae_tiling=c.vae_tiling, compile=c.compile, attention_backend=c.attention,
+                        group_offload=c.group_offload, fp8_storage=c.fp8,
                     )  # fmt: skip
             except (WeightsNotFoundError, CheckpointError, ValueError, OSError, ImportError) as error:
                 self._error = f"Could not load the model. {error}"
@@ -411,7 +421,8 @@ class Studio:
 
         started = time.perf_counter()
         try:
-            output = pipe(**settings.pipeline_kwargs(), callback_on_step_end=on_step_end)
+            output = pipe(**settings.pipeline_kwargs(), preset=self.models.config.preset,
+                          callback_on_step_end=on_step_end)  # fmt: skip
         except GenerationCancelled:
             pipe.maybe_free_model_hooks()
             raise

@@ -106,7 +106,9 @@ def load_pipeline(
 
     model_path = DEMO_DIR if str(model) == DEMO_NAME else Path(model)
     if demo_available(model_path):  # the small offline model: fp32, its own text encoder and codecs
-        return load_demo_pipeline(model_path, device)
+        pipe = load_demo_pipeline(model_path, device)
+        configure_speed(pipe, device, compile=compile, attention_backend=attention_backend, fp8_storage=fp8_storage)
+        return pipe
     dtype = parse_dtype(torch_dtype) if torch_dtype is not None else default_dtype(device)
     if (model_path / "model_index.json").exists():
         dtypes = {"transformer": dtype, "text_encoder": dtype, "default": torch.float32}

@@ -183,3 +183,21 @@ def test_group_offloading_gives_the_same_latents():
     )
     for got, want in zip(_latents(offloaded), _latents(reference)):
         assert torch.equal(got, want)
+
+
+@pytest.mark.slow
+def test_compiled_pipeline_gives_the_uncompiled_latents():
+    """load_pipeline(compile=True): regional torch.compile (inductor on the CPU) of the blocks keeps the sampler."""
+    from javis_core.loading import configure_speed
+
+    reference, compiled = tiny_pipeline(), tiny_pipeline()
+    for p in (reference, compiled):
+        p.set_progress_bar_config(disable=True)
+    configure_speed(compiled, "cpu", compile=True)
+    request = REQUEST | {"num_inference_steps": 3}
+    want = reference("a dog barks", generator=torch.Generator().manual_seed(0), **request)
+    got = compiled("a dog barks", generator=torch.Generator().manual_seed(0), **request)
+    assert all(hasattr(block, "_compiled_call_impl") and block._compiled_call_impl is not None
+               for block in compiled.transformer.blocks)  # fmt: skip
+    torch.testing.assert_close(got.frames, want.frames, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(got.audio, want.audio, rtol=1e-4, atol=1e-5)
