@@ -267,6 +267,25 @@ class JavisDiTTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, Cach
         casting = registry.get_hook("layerwise_casting") if registry is not None else None
         return casting.compute_dtype if casting is not None else layer.weight.dtype
 
+    def _rotary_tables(self, video_grid: tuple | None, audio_grid: tuple | None, num_frames: int | None,
+                       device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+        """TA-RoPE cos/sin tables for a token layout. They depend only on the request's size, so they are computed
+        once (float64 on the CPU, then copied to the device) and reused by every step, not rebuilt each step."""
+        key = (video_grid, audio_grid, None if video_grid else num_frames, str(device))
+        cache = self.__dict__.setdefault("_rope_tables", {})
+        if key not in cache:
+            position_ids = []
+            if video_grid is not None:
+                position_ids.append(video_position_ids(*video_grid))
+            if audio_grid is not None:
+                frames, height, width = video_grid if video_grid is not None else ((num_frames - 1) // 4 + 1, 0, 0)
+                pe_type = self.config.audio_pe_type
+                position_ids.append(audio_position_ids(*audio_grid, frames, height, width, pe_type=pe_type))
+            if len(cache) >= 4:  # a few request sizes at a time; the tables of a 480p clip take ~70 MB
+                cache.pop(next(iter(cache)))
+            cache[key] = self.rope(torch.cat(position_ids), device=device)
+        return cache[key]
+
     def _embed_time(self, timestep: torch.Tensor, with_audio: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         # Official quirk (spec 1.6, 11.2): t is rounded to the model dtype before the float64 sinusoid.
         sinusoid = timestep_sinusoid(timestep.to(self.activation_dtype), self.config.freq_dim)
@@ -325,27 +344,19 @@ class JavisDiTTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, Cach
         if timestep.ndim == 0:
             timestep = timestep.expand(batch_size)
 
-        tokens, position_ids = [], []
+        tokens = []
         video_grid = audio_grid = None
         if hidden_states is not None:
             video = self.patch_embedding(hidden_states.to(dtype))
-            video_grid = video.shape[2:]
+            video_grid = tuple(video.shape[2:])
             tokens.append(video.flatten(2).transpose(1, 2))
-            position_ids.append(video_position_ids(*video_grid))
         if audio_hidden_states is not None:
             audio = self.audio_patch_embedding(audio_hidden_states.to(dtype))
-            audio_grid = audio.shape[2:]
-            if video_grid is not None:
-                frames, height, width = video_grid
-            else:
-                frames, height, width = (num_frames - 1) // 4 + 1, 0, 0
+            audio_grid = tuple(audio.shape[2:])
             tokens.append(audio.flatten(2).transpose(1, 2))
-            position_ids.append(
-                audio_position_ids(*audio_grid, frames, height, width, pe_type=self.config.audio_pe_type)
-            )
         num_video_tokens = tokens[0].shape[1] if hidden_states is not None else 0
         hidden = torch.cat(tokens, dim=1).contiguous()
-        rotary_emb = self.rope(torch.cat(position_ids), device=hidden.device)
+        rotary_emb = self._rotary_tables(video_grid, audio_grid, num_frames, hidden.device)
 
         temb, timestep_proj, audio_proj = self._embed_time(timestep, audio_hidden_states is not None)
         context = encoder_hidden_states.to(dtype)
