@@ -181,6 +181,8 @@ class GenerationSettings:
             args += ["--shift", f"{self.shift:g}"]
         if self.negative_prompt is not None:
             args += ["--negative-prompt", self.negative_prompt]
+        if model.preset is not None:
+            args += ["--preset", model.preset]
         if demo:
             args += ["--model", "demo"]
         else:
@@ -464,6 +466,7 @@ class Studio:
             "model": "demo" if self.models.use_demo else self.models.config.model,
             "device": "cpu" if self.models.use_demo else self.models.config.device,
             "dtype": "float32" if self.models.use_demo else self.models.config.dtype_name,
+            "preset": self.models.config.preset,
             "seconds": round(elapsed, 1),
             "command": settings.cli_command(self.models.config, demo=self.models.use_demo),
         }

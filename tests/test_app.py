@@ -103,6 +103,17 @@ def test_settings_defaults_and_linking():
     assert len(seeds) > 1 and all(0 <= s < 2**32 for s in seeds)
 
 
+def test_preset_flag_sets_starting_steps_and_the_command(tmp_path):
+    from javis_core.speed import PRESETS
+
+    config = ModelConfig(model=str(tmp_path / "absent"), device="cpu", preset="fast")
+    assert ModelManager(config, full_present=True).defaults["steps"] == PRESETS["fast"].num_inference_steps
+    assert ModelManager(ModelConfig(device="cpu"), full_present=True).defaults["steps"] == 50
+    settings = GenerationSettings.from_ui(*ui_values())
+    assert "--preset fast" in settings.cli_command(config)
+    assert "--preset" not in settings.cli_command(ModelConfig(device="cpu"))
+
+
 def test_aspect_choices_show_width_by_height():
     choices = {value: label for label, value in aspect_choices("480p")}
     assert choices["portrait"] == "Portrait · 480×854" and choices["landscape"] == "Landscape · 854×480"
