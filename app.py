@@ -45,10 +45,11 @@ from javis_core.studio.session import (
     estimate_gpu_seconds,
 )
 from javis_core.studio.server import JobGate, without_server_paths
+from javis_core.pipelines.requests import MAX_PROMPT_CHARS, UI_LIMITS
 from javis_core.demo.model import DEMO_DIR
 from javis_core.loaders.hub import add_loading_arguments
-from javis_core.pipelines.requests import MAX_PROMPT_CHARS, UI_LIMITS
-from javis_core.pipelines.sizes import RESOLUTIONS
+from javis_core.pipelines.speed import PRESETS, resolve_attention_backend
+from javis_core.pipelines.sizes import DURATIONS, RESOLUTIONS
 from javis_core.codecs.text import DEFAULT_NEGATIVE_PROMPT
 from javis_core.utils import best_device
 
@@ -315,6 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-demo", action="store_true",
                         help="never offer the offline demo model (by default it is used when the full weights are absent)")
     parser.add_argument("--preload", action="store_true", help="load the pipeline at start-up (always on Spaces)")
+    parser.add_argument("--preset", choices=tuple(PRESETS), default=None,
+                        help="sampler of every generation: exact (official), fast or fastest (approximate)")
     parser.add_argument("--output-dir", default=None,
                         help=f"where results go: a new or empty folder, or one the studio made before (default "
                              f"{DEFAULT_OUTPUT_DIR}); everything in it is served, and old results are deleted")  # fmt: skip
@@ -341,6 +344,8 @@ def create_studio(args: argparse.Namespace) -> Studio:
     # wrong flags are start-up errors, not surprises on the first Generate
     if args.dtype:
         parse_dtype(args.dtype)
+    if args.attention:
+        resolve_attention_backend(args.attention)
     try:
         torch.device(args.device or "cpu")
     except RuntimeError:
@@ -351,7 +356,9 @@ def create_studio(args: argparse.Namespace) -> Studio:
     if args.jobs_per_client < 1 or args.queue_size < 0 or args.max_upload_mb <= 0:
         raise ValueError("--jobs-per-client must be at least 1, --queue-size at least 0, --max-upload-mb above 0")
     config = ModelConfig(model=args.model, wan=args.wan, audioldm2=args.audioldm2, device=args.device or best_device(),
-                         dtype=args.dtype, offload=args.offload, vae_tiling=args.vae_tiling)  # fmt: skip
+                         dtype=args.dtype, offload=args.offload, vae_tiling=args.vae_tiling, compile=args.compile,
+                         attention=args.attention, group_offload=args.group_offload, fp8=args.fp8,
+                         preset=args.preset)  # fmt: skip
     studio = Studio(
         ModelManager(config, demo_dir=None if args.no_demo else DEMO_DIR), Path(args.output_dir or DEFAULT_OUTPUT_DIR),
         gate=JobGate(per_client=args.jobs_per_client, max_waiting=args.queue_size),

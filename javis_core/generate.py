@@ -18,9 +18,10 @@ from pathlib import Path
 
 import torch
 
-from .loaders.hub import add_loading_arguments
 from .pipelines.requests import CLI_NAMES, MODES, check_request, has_video, resolve_size
+from .loaders.hub import add_loading_arguments
 from .pipelines.sizes import ASPECT_PRESETS, ASPECT_RATIOS, FPS, RESOLUTIONS, SAMPLE_RATE
+from .pipelines.speed import PRESETS, resolve_attention_backend
 
 DEFAULT_STEPS = 50
 
@@ -49,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     sampling.add_argument("--audio-guidance", type=float, default=None, help="separate CFG scale for audio")
     sampling.add_argument("--shift", type=float, default=None, help="override the resolution/length shift")
     sampling.add_argument("--scheduler", choices=("euler", "unipc"), default=None, help="default: euler (official)")
+    sampling.add_argument("--preset", choices=tuple(PRESETS), default=None,
+                          help="exact: the official 50 Euler steps; fast / fastest: approximate, fewer UniPC steps "
+                          "(fastest adds a step cache); --steps and --scheduler still override")  # fmt: skip
     sampling.add_argument("--seed", type=int, default=42)
 
     weights = parser.add_argument_group("weights and device")
@@ -98,6 +102,10 @@ def apply_model_defaults(args: argparse.Namespace) -> None:
     """Steps and length left unset: the demo model's own (what it was trained and evaluated on), else the usual."""
     from .demo.model import DEMO_DURATION, DEMO_NAME, DEMO_STEPS, demo_available
 
+    if args.preset is not None:
+        preset = PRESETS[args.preset]
+        args.steps = preset.num_inference_steps if args.steps is None else args.steps
+        args.scheduler = args.scheduler or preset.scheduler
     if args.model == DEMO_NAME or demo_available(args.model):
         args.steps = DEMO_STEPS if args.steps is None else args.steps
         if args.duration is None and args.num_frames is None:
@@ -126,12 +134,15 @@ def run(args: argparse.Namespace) -> list[Path]:
     resolve_size(args.resolution, args.aspect_ratio, None, None, args.duration, args.num_frames, names=CLI_NAMES)
     if args.dtype is not None:
         parse_dtype(args.dtype)
+    if args.attention is not None:
+        resolve_attention_backend(args.attention)
     suffix = ".mp4" if has_video(args.mode) else ".wav"
     state = PartialState()
     device = args.device or (str(state.device) if state.num_processes > 1 else best_device())
     pipe = load_pipeline(
         model=args.model, wan=args.wan, audioldm2=args.audioldm2, device=device, torch_dtype=args.dtype,
-        offload=args.offload, vae_tiling=args.vae_tiling,
+        offload=args.offload, vae_tiling=args.vae_tiling, compile=args.compile, attention_backend=args.attention,
+        group_offload=args.group_offload, fp8_storage=args.fp8,
     )  # fmt: skip
     written: list[Path] = []
     with state.split_between_processes(list(enumerate(jobs))) as mine:
@@ -146,7 +157,7 @@ def run(args: argparse.Namespace) -> list[Path]:
                 aspect_ratio=args.aspect_ratio, duration=args.duration, num_frames=args.num_frames,
                 num_inference_steps=args.steps, guidance_scale=args.guidance,
                 audio_guidance_scale=args.audio_guidance, shift=args.shift, scheduler=args.scheduler,
-                generator=generator,
+                preset=args.preset, generator=generator,
             )  # fmt: skip
             files = save_result(result, 0, stem, args.mode, args.wav)
             settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}

@@ -112,6 +112,17 @@ def test_settings_defaults_and_linking():
     assert len(seeds) > 1 and all(0 <= s < 2**32 for s in seeds)
 
 
+def test_preset_flag_sets_starting_steps_and_the_command(tmp_path):
+    from javis_core.pipelines.speed import PRESETS
+
+    config = ModelConfig(model=str(tmp_path / "absent"), device="cpu", preset="fast")
+    assert ModelManager(config, full_present=True).defaults()["steps"] == PRESETS["fast"].num_inference_steps
+    assert ModelManager(ModelConfig(device="cpu"), full_present=True).defaults()["steps"] == 50
+    settings = GenerationSettings.from_ui(*ui_values())
+    assert "--preset fast" in settings.cli_command(config)
+    assert "--preset" not in settings.cli_command(ModelConfig(device="cpu"))
+
+
 def test_aspect_choices_show_width_by_height():
     # the size the file will have: the official size rounded up to the latent grid (16 pixels for Wan's VAE)
     choices = {value: label for label, value in aspect_choices("480p")}

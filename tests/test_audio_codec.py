@@ -13,6 +13,7 @@ from javis_core.codecs.audio import (
     mel_frames_for_samples,
     num_audio_samples,
     save_tiny_audioldm2,
+    slaney_mel_filters,
     tiny_audio_codec_components,
 )
 
@@ -72,6 +73,20 @@ def test_length_helpers_match_spec_table():
 def test_filterbank_is_librosa_slaney():
     fe = MelFrontEnd()
     np.testing.assert_allclose(fe.mel_basis.numpy().T, _slaney_mel_bank(), rtol=1e-5, atol=1e-8)
+
+
+def test_filterbank_bit_exact_without_the_dtype_argument():
+    """The filterbank avoids mel_filter_bank(dtype=...) (absent from older transformers) yet gives the same bits."""
+    import inspect
+
+    from transformers.audio_utils import mel_filter_bank
+
+    if "dtype" not in inspect.signature(mel_filter_bank).parameters:
+        pytest.skip("this transformers has no dtype argument to compare against")
+    expected = mel_filter_bank(513, 64, 0.0, 8000.0, SR, norm="slaney", mel_scale="slaney", dtype=np.float32)
+    assert slaney_mel_filters().dtype == np.float32
+    np.testing.assert_array_equal(slaney_mel_filters(), expected)
+    np.testing.assert_array_equal(MelFrontEnd().mel_basis.numpy().T, expected)
 
 
 def test_mel_front_end_matches_numpy_reference():

@@ -63,6 +63,7 @@ def test_prompt_file_is_numbered_and_resumable(tiny_dir, tmp_path, capsys):
         (["--prompt", "x", "--steps", "0"], "--steps must be an integer from 1 to 1000"),
         (["--prompt", "x", "--guidance", "-2"], "--guidance must be a number from 0 to 50"),
         (["--prompt", "x", "--dtype", "fp8"], "dtype must be one of fp32, bf16, fp16"),
+        (["--prompt", "x", "--attention", "fastest"], "attention backend must be one of"),
     ],
 )
 def test_bad_input_is_one_clear_line(tmp_path, capsys, extra, message):
@@ -93,3 +94,28 @@ def test_unset_steps_and_length_follow_the_model():
     assert resolved() == (generate.DEFAULT_STEPS, None, None)  # the pipeline's own 4 s
     assert resolved("--model", "demo") == (DEMO_STEPS, DEMO_DURATION, None)
     assert resolved("--model", "demo", "--steps", "4", "--num-frames", "17") == (4, None, 17)
+
+
+def test_preset_sets_steps_and_scheduler_unless_given():
+    from javis_core.pipelines.speed import PRESETS
+
+    def resolved(*extra: str) -> tuple:
+        args = generate.build_parser().parse_args(["--prompt", "x", *extra])
+        generate.apply_model_defaults(args)
+        return args.steps, args.scheduler
+
+    assert resolved("--preset", "exact") == (50, "euler")
+    fast = PRESETS["fast"]
+    assert resolved("--preset", "fast") == (fast.num_inference_steps, fast.scheduler)
+    assert resolved("--preset", "fast", "--model", "demo") == (fast.num_inference_steps, fast.scheduler)
+    assert resolved("--preset", "fastest", "--steps", "3", "--scheduler", "euler") == (3, "euler")
+
+
+def test_cli_with_preset_compile_flags_and_attention(tiny_dir, tmp_path):
+    out = tmp_path / "clip.wav"
+    args = ["--prompt", "x", "--model", str(tiny_dir), "--num-frames", "5", "--mode", "t2a", "--preset", "fastest",
+            "--steps", "3", "--attention", "native", "--group-offload", "--out", str(out)]  # fmt: skip
+    assert generate.main(args) == 0
+    settings = json.loads(out.with_suffix(".json").read_text())
+    assert settings["preset"] == "fastest" and settings["attention"] == "native" and settings["scheduler"] == "unipc"
+    assert out.stat().st_size == 44 + 2 * 5000

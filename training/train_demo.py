@@ -37,9 +37,9 @@ from javis_core.demo.model import (  # noqa: E402
     TEXT_MAX_LENGTH,
     demo_transformer_config,
     export_demo,
-
     write_encoder_dirs,
 )
+from javis_core.loaders.pipeline_loader import load_pipeline  # noqa: E402
 from javis_core.media import read_video, write_video  # noqa: E402
 from javis_core.training import runner as train_runner  # noqa: E402
 from javis_core.training.objective import TRAIN_SHIFT_SCALE  # noqa: E402

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from diffusers import AutoencoderKL
 from transformers import SpeechT5HifiGan, SpeechT5HifiGanConfig
-from transformers.audio_utils import mel_filter_bank
+from transformers.audio_utils import hertz_to_mel, mel_filter_bank, mel_to_hertz
 
 SAMPLE_RATE = 16000
 N_FFT = 1024
@@ -55,6 +55,28 @@ def num_audio_samples(num_frames: int, fps: float = 16, sample_rate: int = SAMPL
     return int(num_frames / fps * sample_rate)
 
 
+def slaney_mel_filters() -> np.ndarray:
+    """AudioLDM2's (513, 64) float32 filterbank, bit-exact with ``librosa.filters.mel(norm="slaney")``.
+
+    librosa casts the float64 triangles to float32 before the Slaney area normalisation; transformers' ``dtype=``
+    argument of ``mel_filter_bank`` does the same but only exists in recent releases, so it is done here by hand
+    (``norm=None`` then the normalisation) to work on every transformers version requirements.txt allows.
+    """
+    filters = mel_filter_bank(
+        num_frequency_bins=N_FFT // 2 + 1,
+        num_mel_filters=NUM_MELS,
+        min_frequency=0.0,
+        max_frequency=8000.0,
+        sampling_rate=SAMPLE_RATE,
+        norm=None,
+        mel_scale="slaney",
+    ).astype(np.float32)
+    edges = np.linspace(hertz_to_mel(0.0, mel_scale="slaney"), hertz_to_mel(8000.0, mel_scale="slaney"), NUM_MELS + 2)
+    edges_hz = mel_to_hertz(edges, mel_scale="slaney")
+    filters *= np.expand_dims(2.0 / (edges_hz[2:] - edges_hz[:-2]), 0)
+    return filters
+
+
 class MelFrontEnd(torch.nn.Module):
     """AudioLDM2 waveform -> log-mel transform (spec 3.2 steps 2-5), pure torch.
 
@@ -66,19 +88,8 @@ class MelFrontEnd(torch.nn.Module):
     def __init__(self, normalize: bool = True) -> None:
         super().__init__()
         self.normalize = normalize
-        # float32 filterbank is bit-exact with librosa.filters.mel(norm="slaney") (transformers docs)
-        fb = mel_filter_bank(
-            num_frequency_bins=N_FFT // 2 + 1,
-            num_mel_filters=NUM_MELS,
-            min_frequency=0.0,
-            max_frequency=8000.0,
-            sampling_rate=SAMPLE_RATE,
-            norm="slaney",
-            mel_scale="slaney",
-            dtype=np.float32,
-        )
         # plain float32 tensors, not buffers, so that casting a parent module to bf16 cannot quantise them
-        self.mel_basis = torch.from_numpy(np.ascontiguousarray(fb.T))  # (64, 513)
+        self.mel_basis = torch.from_numpy(np.ascontiguousarray(slaney_mel_filters().T))  # (64, 513)
         self.window = torch.hann_window(N_FFT, periodic=True)
 
     @staticmethod

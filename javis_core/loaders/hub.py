@@ -67,3 +67,11 @@ def add_loading_arguments(parser) -> None:
     parser.add_argument("--dtype", default=None, help="bf16, fp16 or fp32 (default: bf16 on GPU, fp32 on CPU)")
     parser.add_argument("--offload", action="store_true", help="model CPU offload (less GPU memory)")
     parser.add_argument("--vae-tiling", action="store_true", help="decode video in tiles (less memory)")
+    parser.add_argument("--group-offload", action="store_true",
+                        help="stream the models' blocks to the GPU one at a time (least GPU memory; slower)")
+    parser.add_argument("--fp8", action="store_true", help="store the transformer's weights in float8 (half the "
+                        "memory of bf16; computes in --dtype; approximate)")  # fmt: skip
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the transformer blocks (faster steps; the first run of a size compiles)")
+    parser.add_argument("--attention", default=None, metavar="BACKEND",
+                        help="diffusers attention backend: native, cudnn, flash, sage, ... (where installed)")

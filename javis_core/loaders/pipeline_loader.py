@@ -32,6 +32,7 @@ from .hub import (
 from ..pipelines.pipeline_javisdit import JavisDiTPipeline
 from ..pipelines.schedule import make_scheduler
 from ..codecs.text import TextEncoder
+from ..pipelines.speed import compile_transformer, set_attention_backend
 from ..utils import import_named_modules, load_component, parse_dtype
 from ..codecs.video import VideoCodec
 
@@ -85,8 +86,20 @@ def load_pipeline(
     torch_dtype: str | torch.dtype | None = None,
     offload: bool = False,
     vae_tiling: bool = False,
+    compile: bool = False,
+    attention_backend: str | None = None,
+    group_offload: bool = False,
+    fp8_storage: bool = False,
 ) -> JavisDiTPipeline:
-    """A pipeline on ``device`` (or with model CPU offload onto it), transformer and text encoder in ``torch_dtype``."""
+    """A pipeline on ``device`` (or with model CPU offload onto it), transformer and text encoder in ``torch_dtype``.
+
+    Speed and memory options (all keep the sampler; see README "Speed and memory"):
+    ``compile``: regional ``torch.compile`` of the transformer blocks (the first call of a size compiles);
+    ``attention_backend``: one of diffusers' attention backends ("native", "cudnn", "flash", "sage", ...);
+    ``group_offload``: the transformer's blocks stay on the CPU and are streamed to ``device`` one at a time
+    (diffusers' group offloading, with CUDA streams on CUDA), the rest of the pipeline as with ``offload``;
+    ``fp8_storage``: transformer weights stored in float8 (e4m3) and cast to ``torch_dtype`` layer by layer.
+    """
     model_path = DEMO_DIR if str(model) == DEMO_NAME else Path(model)
     dtype = parse_dtype(torch_dtype) if torch_dtype is not None else default_dtype(device)
     if (model_path / "model_index.json").exists():
@@ -105,8 +118,26 @@ def load_pipeline(
         )  # fmt: skip
     if vae_tiling and pipe.vae is not None:
         pipe.vae.enable_tiling()
-    if offload:
+    configure_speed(pipe, device, offload, compile, attention_backend, group_offload, fp8_storage)
+    return pipe
+
+
+def configure_speed(pipe: JavisDiTPipeline, device: str | torch.device, offload: bool = False, compile: bool = False,
+                    attention_backend: str | None = None, group_offload: bool = False,
+                    fp8_storage: bool = False) -> None:  # fmt: skip
+    """Place the pipeline and apply the speed/memory options of ``load_pipeline``."""
+    transformer = pipe.transformer
+    if attention_backend is not None:
+        set_attention_backend(transformer, attention_backend)
+    if fp8_storage:
+        transformer.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=transformer.dtype)
+    if group_offload:  # every component's blocks are moved to the device one group at a time
+        device = torch.device(device)
+        pipe.enable_group_offload(onload_device=device, offload_type="block_level", num_blocks_per_group=1,
+                                  use_stream=device.type == "cuda")  # fmt: skip
+    elif offload:
         pipe.enable_model_cpu_offload(device=device)
     else:
         pipe.to(device)
-    return pipe
+    if compile:
+        compile_transformer(transformer)

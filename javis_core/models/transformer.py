@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.hooks._helpers import TransformerBlockMetadata, TransformerBlockRegistry
 from diffusers.loaders import PeftAdapterMixin
 from diffusers.models.attention import AttentionMixin, FeedForward
 from diffusers.models.cache_utils import CacheMixin
@@ -32,7 +33,7 @@ from diffusers.models.transformers.transformer_wan import (
     WanAttnProcessor,
     WanTimeTextImageEmbedding,
 )
-from diffusers.utils import BaseOutput
+from diffusers.utils import BaseOutput, apply_lora_scale
 
 from ..pipelines.requests import MODES, has_audio, has_video
 from .ta_rope import AUDIO_PE_TYPES, TARotaryEmbedding, audio_position_ids, video_position_ids
@@ -131,6 +132,13 @@ class JavisDiTBlock(nn.Module):
         return torch.cat(outputs, dim=1) if len(outputs) > 1 else outputs[0]
 
 
+# The block returns only the updated [video; audio] tokens (the text features pass through unchanged), which is what
+# diffusers' block-level caches (FirstBlockCache, MagCache, ...) need to know to skip it.
+TransformerBlockRegistry.register(
+    JavisDiTBlock, TransformerBlockMetadata(return_hidden_states_index=0, return_encoder_hidden_states_index=None)
+)
+
+
 class JavisDiTTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, CacheMixin, AttentionMixin):
     r"""
     Joint audio-video diffusion transformer of JavisDiT++ (Wan2.1-T2V-1.3B extended to audio).
@@ -147,7 +155,10 @@ class JavisDiTTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, Cach
     _supports_gradient_checkpointing = True
     _no_split_modules = ["JavisDiTBlock"]
     _repeated_blocks = ["JavisDiTBlock"]
-    _skip_layerwise_casting_patterns = ["patch_embedding", "condition_embedder", "norm", "audio_time_proj"]
+    # diffusers' defaults also keep "^proj_out$"; the audio head is as precision-sensitive (it runs in float32).
+    _skip_layerwise_casting_patterns = [
+        "patch_embedding", "condition_embedder", "norm", "audio_time_proj", "^audio_proj_out$"
+    ]  # fmt: skip
 
     @register_to_config
     def __init__(
@@ -251,7 +262,31 @@ class JavisDiTTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, Cach
     # ------------------------------------------------------------------ forward helpers
     @property
     def activation_dtype(self) -> torch.dtype:
-        return self.blocks[0].attn1.to_q.weight.dtype
+        """The dtype the blocks compute in: the weights' dtype, or the compute dtype of diffusers' layerwise casting
+        (whose stored weights may be float8)."""
+        layer = self.blocks[0].attn1.to_q
+        registry = getattr(layer, "_diffusers_hook", None)
+        casting = registry.get_hook("layerwise_casting") if registry is not None else None
+        return casting.compute_dtype if casting is not None else layer.weight.dtype
+
+    def _rotary_tables(self, video_grid: tuple | None, audio_grid: tuple | None, num_frames: int | None,
+                       device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+        """TA-RoPE cos/sin tables for a token layout. They depend only on the request's size, so they are computed
+        once (float64 on the CPU, then copied to the device) and reused by every step, not rebuilt each step."""
+        key = (video_grid, audio_grid, None if video_grid else num_frames, str(device))
+        cache = self.__dict__.setdefault("_rope_tables", {})
+        if key not in cache:
+            position_ids = []
+            if video_grid is not None:
+                position_ids.append(video_position_ids(*video_grid))
+            if audio_grid is not None:
+                frames, height, width = video_grid if video_grid is not None else ((num_frames - 1) // 4 + 1, 0, 0)
+                pe_type = self.config.audio_pe_type
+                position_ids.append(audio_position_ids(*audio_grid, frames, height, width, pe_type=pe_type))
+            if len(cache) >= 4:  # a few request sizes at a time; the tables of a 480p clip take ~70 MB
+                cache.pop(next(iter(cache)))
+            cache[key] = self.rope(torch.cat(position_ids), device=device)
+        return cache[key]
 
     def _embed_time(self, timestep: torch.Tensor, with_audio: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         # Official quirk (spec 1.6, 11.2): t is rounded to the model dtype before the float64 sinusoid.
@@ -281,6 +316,7 @@ class JavisDiTTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, Cach
             raise ValueError("audio-only denoising needs num_frames (the clip's frame count) to place the audio RoPE")
 
     # ------------------------------------------------------------------ forward
+    @apply_lora_scale("attention_kwargs")
     def forward(
         self,
         hidden_states: torch.Tensor | None,
@@ -301,6 +337,8 @@ class JavisDiTTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, Cach
             encoder_attention_mask: (B, L) token mask; masked positions are zeroed before the text MLP, as the
                 official model does. Cross-attention itself is unmasked.
             num_frames: the clip's pixel frame count, only used in ``t2a`` mode (virtual video for TA-RoPE).
+            attention_kwargs: ``{"scale": s}`` multiplies the loaded LoRA adapters' contribution by s (diffusers'
+                ``apply_lora_scale``; 0 gives the base model).
         """
         self._check_inputs(hidden_states, audio_hidden_states, num_frames)
         dtype = self.activation_dtype
@@ -308,27 +346,19 @@ class JavisDiTTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, Cach
         if timestep.ndim == 0:
             timestep = timestep.expand(batch_size)
 
-        tokens, position_ids = [], []
+        tokens = []
         video_grid = audio_grid = None
         if hidden_states is not None:
             video = self.patch_embedding(hidden_states.to(dtype))
-            video_grid = video.shape[2:]
+            video_grid = tuple(video.shape[2:])
             tokens.append(video.flatten(2).transpose(1, 2))
-            position_ids.append(video_position_ids(*video_grid))
         if audio_hidden_states is not None:
             audio = self.audio_patch_embedding(audio_hidden_states.to(dtype))
-            audio_grid = audio.shape[2:]
-            if video_grid is not None:
-                frames, height, width = video_grid
-            else:
-                frames, height, width = (num_frames - 1) // 4 + 1, 0, 0
+            audio_grid = tuple(audio.shape[2:])
             tokens.append(audio.flatten(2).transpose(1, 2))
-            position_ids.append(
-                audio_position_ids(*audio_grid, frames, height, width, pe_type=self.config.audio_pe_type)
-            )
         num_video_tokens = tokens[0].shape[1] if hidden_states is not None else 0
         hidden = torch.cat(tokens, dim=1).contiguous()
-        rotary_emb = self.rope(torch.cat(position_ids), device=hidden.device)
+        rotary_emb = self._rotary_tables(video_grid, audio_grid, num_frames, hidden.device)
 
         temb, timestep_proj, audio_proj = self._embed_time(timestep, audio_hidden_states is not None)
         context = encoder_hidden_states.to(dtype)

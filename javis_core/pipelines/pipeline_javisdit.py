@@ -26,6 +26,7 @@ from .requests import MODES, check_mode_supported, has_audio, has_video
 from .requests import check_request as _check_request
 from .requests import resolve_size as _resolve_size
 from .sizes import FPS, SAMPLE_RATE
+from .speed import cache_config, get_preset
 from ..codecs.text import DEFAULT_NEGATIVE_PROMPT, VIDEO_ONLY_NEGATIVE_PROMPT, TextEncoder
 from ..models.transformer import JavisDiTTransformer3DModel
 from ..codecs.video import VideoCodec, spatial_stride_of, video_latent_shape
@@ -165,6 +166,17 @@ class JavisDiTPipeline(DiffusionPipeline):
             raise ValueError("this pipeline has no audio VAE/vocoder: use output_type='latent'")
         return AudioCodec(self.audio_vae, self.vocoder).decode(latents, num_samples)
 
+    def _use_preset_cache(self, settings) -> None:
+        """Enable the preset's cache for one call (and drop one an earlier, failed call left); a cache the user
+        enabled with ``transformer.enable_cache`` is kept and used instead."""
+        if getattr(self, "_preset_cache_on", False):
+            self.transformer.disable_cache()
+            self._preset_cache_on = False
+        config = cache_config(settings) if settings is not None else None
+        if config is not None and not self.transformer.is_cache_enabled:
+            self.transformer.enable_cache(config)
+            self._preset_cache_on = True
+
     # ------------------------------------------------------------------ sampling
     @torch.no_grad()
     def __call__(
@@ -178,7 +190,7 @@ class JavisDiTPipeline(DiffusionPipeline):
         width: int | None = None,
         duration: float | None = None,
         num_frames: int | None = None,
-        num_inference_steps: int = 50,
+        num_inference_steps: int | None = None,
         guidance_scale: float = 5.0,
         audio_guidance_scale: float | None = None,
         shift: float | None = None,
@@ -197,6 +209,8 @@ class JavisDiTPipeline(DiffusionPipeline):
         callback_on_step_end: Callable | PipelineCallback | MultiPipelineCallbacks | None = None,
         callback_on_step_end_tensor_inputs: list[str] | None = None,
         max_sequence_length: int = 512,
+        attention_kwargs: dict | None = None,
+        preset: str | None = None,
     ) -> JavisDiTPipelineOutput | tuple:
         r"""
         Generate a sounding video (``mode="t2av"``), audio only (``"t2a"``) or video only (``"t2v"``).
@@ -217,7 +231,15 @@ class JavisDiTPipeline(DiffusionPipeline):
             callback_on_step_end: ``fn(pipe, step, timestep, callback_kwargs) -> dict`` after every step; it may
                 replace tensors named in ``callback_on_step_end_tensor_inputs``. Setting ``pipe._interrupt`` (or
                 calling ``interrupt_generation``) stops the loop after the current step.
+            attention_kwargs: passed to the transformer; ``{"scale": s}`` sets the strength of loaded LoRAs.
+            preset: "exact" (the official 50 Euler steps), "fast" or "fastest" (approximations: fewer UniPC steps,
+                and for "fastest" a first-block cache during this call); sets ``num_inference_steps`` and
+                ``scheduler`` where they are not given. See ``javis_core.pipelines.speed.PRESETS``.
         """
+        settings = get_preset(preset) if preset is not None else None
+        if num_inference_steps is None:
+            num_inference_steps = settings.num_inference_steps if settings else 50
+        scheduler = scheduler or (settings.scheduler if settings else None)
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
         callback_on_step_end_tensor_inputs = callback_on_step_end_tensor_inputs or ["latents"]
@@ -285,19 +307,25 @@ class JavisDiTPipeline(DiffusionPipeline):
             text_mask = torch.cat([text_mask, negative_prompt_attention_mask.to(device)])
         copies = 2 if do_cfg else 1
 
-        # 4. Denoising loop.
+        # 4. Denoising loop (a cache left half-way by an interrupted call starts afresh).
+        self._use_preset_cache(settings)
+        self.transformer._reset_stateful_cache()
         with self.progress_bar(total=len(timesteps)) as progress:
             for step, t in enumerate(timesteps):
                 if self.interrupt:
                     break
-                out = self.transformer(
-                    latents.repeat(copies, 1, 1, 1, 1) if want_video else None,
-                    t.expand(batch * copies).to(device),
-                    text,
-                    audio_hidden_states=audio_latents.repeat(copies, 1, 1, 1) if want_audio else None,
-                    encoder_attention_mask=text_mask,
-                    num_frames=num_frames,
-                )
+                # One batched [cond; uncond] call a step: diffusers' caches keep their state under this name.
+                context = dict(step_index=step, num_inference_steps=len(timesteps), sigma=sigmas[step])
+                with self.transformer.cache_context("cond_uncond" if do_cfg else "cond", **context):
+                    out = self.transformer(
+                        latents.repeat(copies, 1, 1, 1, 1) if want_video else None,
+                        t.expand(batch * copies).to(device),
+                        text,
+                        audio_hidden_states=audio_latents.repeat(copies, 1, 1, 1) if want_audio else None,
+                        encoder_attention_mask=text_mask,
+                        num_frames=num_frames,
+                        attention_kwargs=attention_kwargs,
+                    )
                 if want_video:
                     velocity = _guided(out.sample, guidance_scale, do_cfg)
                     latents = video_scheduler.step(velocity, t, latents, return_dict=False)[0]
@@ -315,6 +343,8 @@ class JavisDiTPipeline(DiffusionPipeline):
                     latents = updates.get("latents", latents)
                     audio_latents = updates.get("audio_latents", audio_latents)
                 progress.update()
+
+        self._use_preset_cache(None)
 
         # 5. Decode.
         if output_type == "latent":

@@ -160,6 +160,8 @@ class GenerationSettings:
             args += ["--shift", f"{self.shift:g}"]
         if self.negative_prompt is not None:
             args += ["--negative-prompt", self.negative_prompt]
+        if model.preset is not None:
+            args += ["--preset", model.preset]
         if demo:
             args += ["--model", "demo"]
         else:
@@ -191,6 +193,12 @@ class ModelConfig:
     dtype: str | None = None  # None: bf16 on accelerators, fp32 on CPU
     offload: bool = False
     vae_tiling: bool = False
+    # speed/memory options of load_pipeline, and the sampling preset every generation uses (None: exact sampler)
+    compile: bool = False
+    attention: str | None = None
+    group_offload: bool = False
+    fp8: bool = False
+    preset: str | None = None
 
     @property
     def dtype_name(self) -> str:
@@ -272,12 +280,15 @@ class ModelManager:
         return bool(self._pipes)
 
     def defaults(self, choice: str | None = None) -> dict:
-        """Duration, steps, resolution and aspect preset the model is best used with."""
-        if not self.is_demo(choice):
-            return dict(FULL_DEFAULTS)
+        """Duration, steps, resolution and aspect preset the model is best used with (the preset's steps, if any)."""
         from ..demo.model import DEMO_DURATION, DEMO_SIZE, DEMO_STEPS
+        from ..pipelines.speed import PRESETS
 
-        return {"duration": DEMO_DURATION, "steps": DEMO_STEPS, **DEMO_SIZE}
+        demo = {"duration": DEMO_DURATION, "steps": DEMO_STEPS, **DEMO_SIZE}
+        start = demo if self.is_demo(choice) else dict(FULL_DEFAULTS)
+        if self.config.preset is not None:
+            start["steps"] = PRESETS[self.config.preset].num_inference_steps
+        return start
 
     def spatial_stride(self, choice: str | None = None) -> int:
         """Pixels per latent of the model's video VAE (what the decoded size is rounded to), read from the loaded
@@ -330,7 +341,8 @@ class ModelManager:
                 else:
                     pipe = loader(
                         model=c.model, wan=c.wan, audioldm2=c.audioldm2, device=c.device, torch_dtype=c.dtype,
-                        offload=c.offload, vae_tiling=c.vae_tiling,
+                        offload=c.offload, vae_tiling=c.vae_tiling, compile=c.compile, attention_backend=c.attention,
+                        group_offload=c.group_offload, fp8_storage=c.fp8,
                     )  # fmt: skip
             except (WeightsNotFoundError, CheckpointError, ValueError, OSError, ImportError) as error:
                 self._errors[choice] = f"Could not load the model. {error}"
@@ -457,7 +469,8 @@ class Studio:
 
         started = time.perf_counter()
         try:
-            output = pipe(**settings.pipeline_kwargs(), callback_on_step_end=on_step_end)
+            output = pipe(**settings.pipeline_kwargs(), preset=self.models.config.preset,
+                          callback_on_step_end=on_step_end)  # fmt: skip
         except GenerationCancelled:
             pipe.maybe_free_model_hooks()
             raise
@@ -505,6 +518,7 @@ class Studio:
             "model": "demo" if demo else self.models.config.model,
             "device": "cpu" if demo else self.models.config.device,
             "dtype": "float32" if demo else self.models.config.dtype_name,
+            "preset": self.models.config.preset,
             "seconds": round(elapsed, 1),
             "command": settings.cli_command(self.models.config, demo=demo),
         }
