@@ -311,13 +311,18 @@ def sample(model: JavisDiTModel, positive: list, negative: list, latent: dict[st
         hooks.progress(0, total)
         hooks.check_interrupt()
     refine = denoise < 1
+    generator = torch.Generator("cpu").manual_seed(seed)
+    if refine:
+        start_video = None if video is None else model.normalise(video)
+        start_audio = audio
+    else:  # the seed's noise in the LATENT's own grid (the pipeline has no VAE here to size it)
+        start_video = None if video is None else torch.randn(video.shape, generator=generator)
+        start_audio = None if audio is None else torch.randn(audio.shape, generator=generator)
     out = pipe(
         mode=mode, height=info["height"], width=info["width"], num_frames=info["num_frames"],
         num_inference_steps=steps, guidance_scale=video_cfg, audio_guidance_scale=audio_cfg,
         shift=shift or None, scheduler=scheduler, denoise=denoise, num_videos_per_prompt=batch,
-        generator=torch.Generator("cpu").manual_seed(seed),
-        latents=model.normalise(video) if refine and video is not None else None,
-        audio_latents=audio if refine else None,
+        generator=generator, latents=start_video, audio_latents=start_audio,
         prompt_embeds=embeds, prompt_attention_mask=mask,
         negative_prompt_embeds=negative_embeds, negative_prompt_attention_mask=negative_mask,
         output_type="latent", callback_on_step_end=on_step,
