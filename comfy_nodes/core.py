@@ -27,6 +27,7 @@ from javis_core.demo_codecs import saved_codec_class
 from javis_core.demo_model import DEMO_DIR, DEMO_NAME, demo_available, minilm_dir
 from javis_core.pipeline import JavisDiTPipeline
 from javis_core.schedule import make_scheduler
+from javis_core.single_file import load_single_file, single_file_config
 from javis_core.sizes import ASPECT_PRESETS, ASPECT_RATIOS, SAMPLE_RATE, frames_for_duration, image_size
 from javis_core.text_encoder import TextEncoder
 from javis_core.transformer import JavisDiTTransformer3DModel
@@ -81,6 +82,22 @@ def model_choices() -> list[str]:
     return [DEMO_NAME, *(name for name in local_model_names() if name != DEMO_NAME)]
 
 
+def single_file_names() -> list[str]:
+    """JavisDiT++ single files in ComfyUI's ``diffusion_models/`` (told apart from Wan2.1 files by their header)."""
+    try:
+        import folder_paths
+    except ImportError:
+        return []
+    names = folder_paths.get_filename_list("diffusion_models")
+    return [name for name in names if name.endswith(".safetensors")
+            and single_file_config(folder_paths.get_full_path("diffusion_models", name)) is not None]  # fmt: skip
+
+
+def transformer_choices() -> list[str]:
+    """The Model Loader's dropdown: the demo, the model-folder dirs, then single files in diffusion_models/."""
+    return [*model_choices(), *single_file_names()]
+
+
 def resolve_source(name: str, what: str) -> Path:
     """A dropdown entry (``demo`` or a model-folder dir name), or an existing local path."""
     if name == DEMO_NAME:
@@ -88,7 +105,16 @@ def resolve_source(name: str, what: str) -> Path:
     for folder in model_folders():
         if name and (folder / name).is_dir():
             return folder / name
-    if name and Path(name).expanduser().is_dir():
+    if name.endswith(".safetensors"):
+        try:
+            import folder_paths
+
+            found = folder_paths.get_full_path("diffusion_models", name)
+        except ImportError:
+            found = None
+        if found:
+            return Path(found)
+    if name and Path(name).expanduser().exists():
         return Path(name).expanduser()
     raise ValueError(f"{what}: no folder {name!r} in ComfyUI/models/{MODEL_FOLDER}/ (put the weights there; "
                      f"nothing is downloaded during a run)")  # fmt: skip
@@ -140,9 +166,12 @@ def video_latent_stats(source: Path) -> tuple[list[float], list[float]]:
 
 def load_model(model: str) -> tuple[JavisDiTModel]:
     """JavisDiT++ transformer: the demo model, a release dir (model/ + lora/, LoRA merged), a saved transformer
-    or pipeline dir, or a Wan2.1 base dir. The demo runs in fp32; others in the dtype ComfyUI picks."""
+    or pipeline dir, a Wan2.1 base dir, or a single file in diffusion_models/ (``javis_core.convert --out
+    NAME.safetensors``). The demo runs in fp32; others in the dtype ComfyUI picks."""
     source = resolve_source(model, "model")
     dtype = torch.float32 if demo_available(source) else _comfy_dtype("unet", torch.float32)
+    if source.is_file():  # a single file from diffusion_models/ (its video VAE is Wan2.1's)
+        return (JavisDiTModel(load_single_file(source, dtype), WAN_LATENTS_MEAN, WAN_LATENTS_STD),)
     transformer = load_transformer(source, torch_dtype=dtype)
     return (JavisDiTModel(transformer, *video_latent_stats(source)),)
 

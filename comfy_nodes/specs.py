@@ -72,19 +72,21 @@ class NodeSpec:
         return {p.id: p.default for p in self.inputs if p.is_widget}
 
 
-def _source(input_id: str) -> Param:
+def _source(input_id: str, options=core.model_choices, where: str = "") -> Param:
     """A dropdown of the shipped demo model and the sub-dirs of ComfyUI/models/javisdit/."""
-    return Param(input_id, "COMBO", default=DEMO_NAME, options=core.model_choices,
+    return Param(input_id, "COMBO", default=DEMO_NAME, options=options,
                  tooltip="'demo': the small offline model shipped with the pack; else a folder in "
-                         "ComfyUI/models/javisdit/")  # fmt: skip
+                         f"ComfyUI/models/javisdit/{where}")  # fmt: skip
 
 
 MODEL_LOADER = NodeSpec(
     "JavisDiTModelLoader", "JavisDiT++ Model Loader",
     "Loads the JavisDiT++ transformer (the demo model, the official release dir: model/ + lora/ with the LoRA "
-    "merged, or a saved transformer or pipeline dir) under ComfyUI's model management. ComfyUI's own checkpoint "
+    "merged, a saved transformer or pipeline dir, or a single file in diffusion_models/ written by "
+    "javis_core.convert) under ComfyUI's model management. ComfyUI's own checkpoint "
     "loaders would take it for plain Wan2.1.",
-    core.load_model, (_source("model"),), (Output(MODEL, "model"),),
+    core.load_model, (_source("model", core.transformer_choices, " or a single file in diffusion_models/"),),
+    (Output(MODEL, "model"),),
 )  # fmt: skip
 TEXT_ENCODER_LOADER = NodeSpec(
     "JavisDiTTextEncoderLoader", "JavisDiT++ Text Encoder Loader",

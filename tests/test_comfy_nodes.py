@@ -81,10 +81,17 @@ def prompts(nodes):
 
 
 @pytest.fixture
-def fake_folder_paths(monkeypatch, tiny_dir):
-    """ComfyUI's folder_paths module with tiny_dir's parent registered as the javisdit folder."""
-    module = types.SimpleNamespace(get_folder_paths=lambda name: [str(tiny_dir.parent)] if name == "javisdit" else [])
+def fake_folder_paths(monkeypatch, tiny_dir, tmp_path):
+    """ComfyUI's folder_paths module with tiny_dir's parent registered as the javisdit folder and an empty
+    diffusion_models folder (tmp_path)."""
+    folders = {"javisdit": tiny_dir.parent, "diffusion_models": tmp_path}
+    module = types.SimpleNamespace(
+        get_folder_paths=lambda name: [str(folders[name])] if name in folders else [],
+        get_filename_list=lambda name: sorted(p.name for p in folders[name].iterdir() if p.is_file()),
+        get_full_path=lambda name, file: str(folders[name] / file) if (folders[name] / file).is_file() else None,
+    )  # fmt: skip
     monkeypatch.setitem(sys.modules, "folder_paths", module)
+    return folders
 
 
 def small(mode: str = "t2av", batch_size: int = 1) -> dict:
@@ -151,6 +158,26 @@ def test_model_dropdown_lists_the_demo_then_the_model_folder(fake_folder_paths, 
     assert core.resolve_source("demo", "model") == DEMO_DIR
     with pytest.raises(ValueError, match="model: no folder 'absent' in ComfyUI/models/javisdit/"):
         core.resolve_source("absent", "model")
+
+
+def test_single_file_checkpoint_in_diffusion_models(fake_folder_paths, tiny_dir, nodes):
+    """``javis_core.convert --out NAME.safetensors`` writes the file the Model Loader lists and loads; other
+    safetensors files in diffusion_models/ (a plain Wan2.1 checkpoint) are not offered."""
+    from safetensors.torch import save_file
+
+    from javis_core.convert import main as convert
+
+    models = fake_folder_paths["diffusion_models"]
+    assert convert(["--official", str(tiny_dir), "--out", str(models / "javisdit_tiny.safetensors")]) == 0
+    save_file({"blocks.0.self_attn.q.weight": torch.zeros(2, 2)}, str(models / "wan2.1_t2v_1.3B.safetensors"))
+    model = next(p for p in SPECS["JavisDiTModelLoader"].inputs if p.id == "model")
+    assert model.choices() == ["demo", "tiny", "javisdit_tiny.safetensors"]
+    (loaded,) = core.load_model("javisdit_tiny.safetensors")
+    reference = nodes["model"].diffusion_model.state_dict()
+    assert loaded.diffusion_model.config.model_type == "t2av"
+    assert all(torch.equal(v, reference[k]) for k, v in loaded.diffusion_model.state_dict().items())
+    with pytest.raises(ValueError, match="not a JavisDiT\\+\\+ single-file checkpoint"):
+        core.load_model(str(models / "wan2.1_t2v_1.3B.safetensors"))
 
 
 def test_model_dropdown_without_comfyui_offers_the_demo():
