@@ -356,3 +356,24 @@ def test_clip_text_encode_with_comfyuis_umt5_equals_our_text_encoder(tmp_path):
     torch.testing.assert_close(comfy_features, ours.float(), rtol=1e-4, atol=1e-4)
     read_features, read_mask = core.conditioning_features([[comfy_features, {}]], "positive", 32)
     assert torch.equal(read_mask, mask.long()) and 10 < int(mask.sum()) < 60
+
+
+def test_cancel_stops_the_video_decode(comfy):
+    """Cancel during VAE Decode of our VAE (the tiny pipeline's Wan2.1 VAE, checked before each latent frame)."""
+    workflow = tiny_workflow(steps=1)
+    workflow["7"]["inputs"].update(resolution="480p", duration=5.0)  # 21 latent frames of 60x108: a long decode
+    workflow["12"]["inputs"]["filename_prefix"] = "javisdit_test/cancelled_decode"
+    decodes_before = comfy.log.read_text(errors="replace").count("Requested to load RawVideoDecoder")
+    prompt_id = comfy.submit(workflow)
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while comfy.log.read_text(errors="replace").count("Requested to load RawVideoDecoder") == decodes_before:
+        assert time.monotonic() < deadline, f"the decode did not start:\n{comfy.log_tail()}"
+        time.sleep(0.2)
+    time.sleep(1)
+    started = time.monotonic()
+    comfy.request("/interrupt", {})
+    entry = comfy.wait(prompt_id, timeout=120)
+    assert time.monotonic() - started < 60, "the decode did not stop soon after the interrupt"
+    messages = {name: body for name, body in entry["status"]["messages"]}
+    assert "execution_interrupted" in messages and "execution_success" not in messages, entry["status"]
+    assert messages["execution_interrupted"]["node_id"] == "9"  # VAE Decode
