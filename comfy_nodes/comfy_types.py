@@ -16,12 +16,12 @@ import math
 from types import SimpleNamespace
 from typing import Any
 
-import torch
-
 import comfy.model_management as mm
 import comfy.model_patcher
 import comfy.sd
 import comfy.utils
+import torch
+
 from javis_core.text_encoder import TextEncoder
 
 from . import core
@@ -116,7 +116,7 @@ class _DecodeProgress:
 class JavisVAE(comfy.sd.VAE):
     """ComfyUI's VAE object on our video VAE (Wan2.1 layout: 4x in time, ``stride`` in space)."""
 
-    def __init__(self, vae: torch.nn.Module) -> None:  # noqa: super().__init__ detects only ComfyUI's own files
+    def __init__(self, vae: torch.nn.Module) -> None:  # not super().__init__: it reads only ComfyUI-format VAE files
         stride = core.spatial_stride(vae)
         self.first_stage_model = core.RawVideoDecoder(vae).eval()
         self.upscale_ratio = (lambda a: max(0, a * 4 - 3), stride, stride)

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .transformer import JavisDiTTransformer3DModel
@@ -33,7 +33,7 @@ def single_file_config(path: str | Path) -> dict | None:
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
-    except Exception:  # not a readable safetensors file
+    except (OSError, SafetensorError):  # not a readable safetensors file
         return None
     return json.loads(metadata[CONFIG_KEY]) if CONFIG_KEY in metadata else None
 

@@ -354,7 +354,7 @@ def test_clip_text_encode_with_comfyuis_umt5_equals_our_text_encoder(tmp_path):
     comfy_features = load_file(out)["features"]
     assert comfy_features.shape == ours.shape == (1, 512, 32)
     torch.testing.assert_close(comfy_features, ours.float(), rtol=1e-4, atol=1e-4)
-    read_features, read_mask = core.conditioning_features([[comfy_features, {}]], "positive", 32)
+    _, read_mask = core.conditioning_features([[comfy_features, {}]], "positive", 32)
     assert torch.equal(read_mask, mask.long()) and 10 < int(mask.sum()) < 60
 
 
