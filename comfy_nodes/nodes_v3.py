@@ -7,10 +7,13 @@ from functools import cache
 
 from comfy_api.latest import ComfyExtension, io
 
-from . import core
+from . import comfy_types, core
 from .specs import NODE_SPECS, NodeSpec, Output, Param
 
-NATIVE_TYPES = {"IMAGE": io.Image, "AUDIO": io.Audio, "FLOAT": io.Float}
+NATIVE_TYPES = {
+    "IMAGE": io.Image, "AUDIO": io.Audio, "FLOAT": io.Float, "MODEL": io.Model, "CLIP": io.Clip, "VAE": io.Vae,
+    "CONDITIONING": io.Conditioning, "LATENT": io.Latent,
+}  # fmt: skip
 
 
 @cache
@@ -35,7 +38,7 @@ def make_input(p: Param) -> io.Input:
 
 
 def make_output(o: Output) -> io.Output:
-    # output ids are left to ComfyUI: they may not repeat input ids ("model", "latents", ...)
+    # output ids are left to ComfyUI: they may not repeat input ids ("model", "latent", ...)
     return socket_type(o.type).Output(display_name=o.name, tooltip=o.tooltip or None)
 
 
@@ -48,9 +51,15 @@ def make_node(spec: NodeSpec) -> type[io.ComfyNode]:
         )  # fmt: skip
 
     def execute(cls, **inputs) -> io.NodeOutput:
+        for p in spec.inputs:
+            if p.type in comfy_types.UNWRAP_INPUT:
+                inputs[p.id] = comfy_types.UNWRAP_INPUT[p.type](inputs[p.id])
         if spec.step_hooks:
             inputs["hooks"] = core.comfy_step_hooks()
-        return io.NodeOutput(*spec.run(**inputs))
+        results = spec.run(**inputs)
+        wrapped = [comfy_types.WRAP_OUTPUT.get(o.type, lambda value: value)(value)
+                   for o, value in zip(spec.outputs, results)]  # fmt: skip
+        return io.NodeOutput(*wrapped)
 
     namespace = {"define_schema": classmethod(define_schema), "execute": classmethod(execute),
                  "__doc__": spec.description, "__module__": __name__}  # fmt: skip

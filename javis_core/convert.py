@@ -1,9 +1,11 @@
 """Convert an official JavisDiT++ (or Wan2.1) checkpoint into our diffusers layout.
 
     python -m javis_core.convert --official DIR --out DIR [--dtype bf16] [--no-lora] [--model-type t2av]
+    python -m javis_core.convert --official DIR --out ComfyUI/models/diffusion_models/javisdit.safetensors
 
 The LoRA of a release dir (``DIR/lora``) is merged, so the output is a plain ``JavisDiTTransformer3DModel``
-that ``from_pretrained`` (and the pipeline) loads directly.
+that ``from_pretrained`` (and the pipeline) loads directly; an ``--out`` ending in ``.safetensors`` writes one
+file with the config in its metadata (``single_file.py``), for ComfyUI's ``diffusion_models/`` folder.
 """
 
 from __future__ import annotations
@@ -11,15 +13,16 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .loaders.checkpoints import CheckpointError, load_transformer
 from .pipelines.requests import MODES
+from .loaders.checkpoints import CheckpointError, load_transformer
+from .loaders.single_file import save_single_file
 from .utils import parse_dtype
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m javis_core.convert", description=__doc__.splitlines()[0])
     parser.add_argument("--official", required=True, help="release dir (model/ + lora/), weight dir or weight file")
-    parser.add_argument("--out", required=True, help="output dir for save_pretrained")
+    parser.add_argument("--out", required=True, help="output dir for save_pretrained, or a .safetensors file")
     parser.add_argument("--dtype", default=None, help="fp32, bf16 or fp16 (default: keep the checkpoint's)")
     parser.add_argument("--model-type", choices=MODES, default=None)
     parser.add_argument("--audio-pe-type", default="interleave_offset")
@@ -38,7 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     except (CheckpointError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    model.save_pretrained(args.out, max_shard_size=args.max_shard_size)
+    if args.out.endswith(".safetensors"):
+        save_single_file(model, args.out)
+    else:
+        model.save_pretrained(args.out, max_shard_size=args.max_shard_size)
     params = sum(p.numel() for p in model.parameters())
     print(f"wrote {args.out}: {model.config.model_type}, {params:,} parameters, {next(model.parameters()).dtype}")
     return 0

@@ -1,10 +1,11 @@
 """Opt-in: the node pack inside a real, headless ComfyUI on the CPU, driven over its HTTP API.
 
 ComfyUI is not on the package registries, so this runs only when COMFYUI_DIR points at a ComfyUI checkout
-(and COMFYUI_PYTHON, optionally, at the Python of a venv with ComfyUI's and this project's requirements);
-otherwise every test here is skipped with that reason, in CI too. The pack is loaded through
-``--extra-model-paths-config`` (custom_nodes -> a temp dir linking comfy_nodes/; javisdit -> a temp models
-folder holding the tiny random pipeline), so nothing is written into the ComfyUI checkout.
+(and COMFYUI_PYTHON, optionally, at the Python of a venv with ComfyUI's requirements and this repository's
+requirements.txt); otherwise every test here is skipped with that reason, in CI too. The pack is installed the
+way ComfyUI-Manager's "install via git URL" does it: the repository's files (what a clone holds: tracked and
+not ignored, no symlinks) in ``custom_nodes/JavisDiT/``, found through ``--extra-model-paths-config``, which also
+maps ``javisdit`` to a temp models folder holding the tiny random pipeline; nothing is written into ComfyUI.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -26,12 +28,13 @@ from comfy_nodes.specs import NODE_SPECS
 from javis_core.media import probe
 from javis_core.tiny import save_tiny_pipeline
 
-REPO = Path(__file__).resolve().parents[1]
-WORKFLOW = REPO / "comfy_nodes" / "example_workflows" / "javisdit_t2av_api.json"
+from .conftest import FIXTURES, REPO
+
+WORKFLOW = FIXTURES / "comfyui" / "javisdit_t2av_api.json"  # the example graph in API format
 COMFYUI_DIR = os.environ.get("COMFYUI_DIR", "")
 COMFYUI_PYTHON = os.environ.get("COMFYUI_PYTHON", sys.executable)
 STARTUP_TIMEOUT_S = 180
-RUN_TIMEOUT_S = 300
+RUN_TIMEOUT_S = 900  # a loaded 2-core machine needs minutes for the tiny Wan VAE decode
 
 pytestmark = pytest.mark.skipif(
     not COMFYUI_DIR,
@@ -76,6 +79,33 @@ class Comfy:
         raise AssertionError(f"prompt {prompt_id} did not finish in {timeout} s:\n{self.log_tail()}")
 
 
+def clone_repository(target: Path) -> None:
+    """The files a git clone of this working tree holds (tracked or new, not ignored), copied without links."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, check=True,
+                           capture_output=True).stdout.decode().split("\0")  # fmt: skip
+    for name in filter(None, files):
+        source = REPO / name
+        if source.is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
+
+
+TINY_LORA = "javisdit_demo_lora.safetensors"
+
+
+def save_tiny_lora(path: Path) -> None:
+    """A rank-4 LoRA on the demo transformer's first self-attention query (width 192), in the diffusers/peft key
+    layout (``diffusion_model.<our key>.lora_A/B.weight``) that ComfyUI's LoRA loaders read."""
+    import torch
+    from safetensors.torch import save_file
+
+    generator = torch.Generator().manual_seed(0)
+    key = "diffusion_model.blocks.0.attn1.to_q"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({f"{key}.lora_A.weight": torch.randn(4, 192, generator=generator),
+               f"{key}.lora_B.weight": torch.randn(192, 4, generator=generator)}, str(path))  # fmt: skip
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -86,11 +116,12 @@ def _free_port() -> int:
 def comfy(tmp_path_factory) -> Comfy:
     root = tmp_path_factory.mktemp("comfyui")
     custom_nodes = root / "custom_nodes"
-    custom_nodes.mkdir()
-    (custom_nodes / "javisdit").symlink_to(REPO / "comfy_nodes", target_is_directory=True)
+    clone_repository(custom_nodes / "JavisDiT")
     save_tiny_pipeline(root / "models" / "javisdit" / "tiny")
+    save_tiny_lora(root / "models" / "loras" / TINY_LORA)
     config = root / "extra_model_paths.yaml"
-    config.write_text(f"javisdit_test:\n  custom_nodes: {custom_nodes}\n  javisdit: {root / 'models' / 'javisdit'}\n")
+    config.write_text(f"javisdit_test:\n  custom_nodes: {custom_nodes}\n  javisdit: {root / 'models' / 'javisdit'}\n"
+                      f"  loras: {root / 'models' / 'loras'}\n")  # fmt: skip
     dirs = {name: root / name for name in ("output", "input", "temp", "user")}
     for path in dirs.values():
         path.mkdir()
@@ -124,16 +155,36 @@ def comfy(tmp_path_factory) -> Comfy:
             process.kill()
 
 
-def tiny_workflow(steps: int = 3) -> dict:
-    """The example workflow on the tiny pipeline (picked from the javisdit model folder), 64x96, 17 frames."""
+def demo_workflow(steps: int = 4, prompt: str = "a red ball bounces on the floor") -> dict:
+    """The example graph (native CLIPTextEncode, VAEDecode, CreateVideo, SaveVideo around our loaders, Empty
+    Latents, sampler and audio decode) on the shipped demo model: 240p 16:9, 2 s."""
     workflow = copy.deepcopy(json.loads(WORKFLOW.read_text()))
+    workflow["5"]["inputs"]["text"] = prompt
+    workflow["8"]["inputs"]["steps"] = steps
+    workflow["12"]["inputs"]["filename_prefix"] = "javisdit_test/demo"
+    return workflow
+
+
+def tiny_workflow(steps: int = 2) -> dict:
+    """The same graph on the tiny random pipeline from the javisdit model folder (Wan-layout VAE, umT5)."""
+    workflow = demo_workflow(steps)
     for node_id, source in (("1", "model"), ("2", "text_encoder"), ("3", "vae"), ("4", "audio_vae")):
         workflow[node_id]["inputs"][source] = "tiny"
-    workflow["1"]["inputs"]["dtype"] = workflow["2"]["inputs"]["dtype"] = "fp32"
-    workflow["6"]["inputs"].update(resolution="custom", width=96, height=64, num_frames=17)
-    workflow["7"]["inputs"]["steps"] = steps
-    workflow["11"]["inputs"]["filename_prefix"] = "javisdit_test/clip"
+    workflow["12"]["inputs"]["filename_prefix"] = "javisdit_test/tiny"
     return workflow
+
+
+def saved_clip(comfy: Comfy, entry: dict) -> dict:
+    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[:3000] + comfy.log_tail()
+    saved = entry["outputs"]["12"]["images"]
+    assert len(saved) == 1
+    return probe(comfy.output / saved[0]["subfolder"] / saved[0]["filename"])
+
+
+def test_the_pack_loads_from_a_clone_in_custom_nodes(comfy):
+    log = comfy.log.read_text(errors="replace")
+    assert "IMPORT FAILED" not in log and "custom_nodes/JavisDiT" in log
+    assert not any(path.is_symlink() for path in (comfy.output.parent / "custom_nodes").rglob("*"))
 
 
 def test_every_node_is_registered_with_its_schema(comfy):
@@ -146,8 +197,8 @@ def test_every_node_is_registered_with_its_schema(comfy):
         assert list(required) == [p.id for p in spec.inputs]
         for p in spec.inputs:
             kind, options = required[p.id][0], required[p.id][1] if len(required[p.id]) > 1 else {}
-            if p.type == "COMBO":  # model dropdowns list the server's model folder, then the hub id
-                expected = [*options["options"][:-1], p.default] if callable(p.options) else p.choices()
+            if p.type == "COMBO":  # model dropdowns: the demo, then the server's model folder
+                expected = ["demo", "tiny"] if callable(p.options) else p.choices()
                 assert options["options"] == expected and options["default"] == p.default
             else:
                 assert kind == p.type
@@ -157,42 +208,172 @@ def test_every_node_is_registered_with_its_schema(comfy):
         assert node["output_name"] == [o.name for o in spec.outputs]
 
 
-def test_model_folder_lists_the_tiny_pipeline(comfy):
-    _, info = comfy.request("/object_info/JavisDiTModelLoader")
-    options = info["JavisDiTModelLoader"]["input"]["required"]["model"][1]["options"]
-    assert options == ["tiny", "JavisVerse/JavisDiT-v1.0-jav"]
-
-
-def test_text_to_sounding_video_workflow_saves_an_mp4_with_sound(comfy):
-    entry = comfy.wait(comfy.submit(tiny_workflow()))
-    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[:3000] + comfy.log_tail()
-    saved = entry["outputs"]["11"]["images"]
-    assert len(saved) == 1
-    path = comfy.output / saved[0]["subfolder"] / saved[0]["filename"]
-    info = probe(path)
+def test_demo_model_graph_with_native_nodes_saves_an_mp4_with_sound(comfy):
+    info = saved_clip(comfy, comfy.wait(comfy.submit(demo_workflow())))
     assert info["video_codec"] == "h264" and info["audio_codec"] == "aac"
-    assert (info["width"], info["height"], info["num_frames"]) == (96, 64, 17)
+    assert (info["width"], info["height"], info["num_frames"]) == (448, 256, 33)  # 240p 16:9 on the 32-px grid
     assert info["fps"] == pytest.approx(16)
-    assert info["audio_duration"] == pytest.approx(17 / 16, abs=0.1)
+    assert info["audio_duration"] == pytest.approx(33 / 16, abs=0.1)
+
+
+def test_tiny_pipeline_graph_decodes_with_the_wan_vae(comfy):
+    info = saved_clip(comfy, comfy.wait(comfy.submit(tiny_workflow())))
+    assert (info["width"], info["height"], info["num_frames"]) == (432, 240, 33)  # Wan's 8-px grid, 16-px rounded
+    assert info["audio_codec"] == "aac" and info["audio_duration"] == pytest.approx(33 / 16, abs=0.1)
+
+
+def test_comfyuis_lora_loader_patches_our_model(comfy):
+    import numpy as np
+
+    from javis_core.media import read_video
+
+    plain = demo_workflow(steps=2)
+    plain["12"]["inputs"]["filename_prefix"] = "javisdit_test/no_lora"
+    patched = demo_workflow(steps=2)
+    patched["13"] = {"class_type": "LoraLoaderModelOnly",
+                     "inputs": {"model": ["1", 0], "lora_name": TINY_LORA, "strength_model": 1.0}}  # fmt: skip
+    patched["8"]["inputs"]["model"] = ["13", 0]
+    patched["12"]["inputs"]["filename_prefix"] = "javisdit_test/lora"
+    clips = []
+    for workflow in (plain, patched):
+        entry = comfy.wait(comfy.submit(workflow))
+        saved_clip(comfy, entry)
+        saved = entry["outputs"]["12"]["images"][0]
+        clips.append(read_video(comfy.output / saved["subfolder"] / saved["filename"])[0])
+    assert "lora key not loaded" not in comfy.log.read_text(errors="replace")
+    assert np.abs(np.asarray(clips[0], dtype=np.float32) - np.asarray(clips[1], dtype=np.float32)).mean() > 1
 
 
 def test_invalid_input_is_refused_naming_the_node(comfy):
-    workflow = tiny_workflow()
-    workflow["6"]["inputs"]["duration"] = 9.0  # beyond the 5 s maximum
+    workflow = demo_workflow()
+    workflow["7"]["inputs"]["duration"] = 9.0  # beyond the 5 s maximum
     status, body = comfy.request("/prompt", {"prompt": workflow, "client_id": "javisdit-test"})
     assert status == 400
-    assert "6" in body["node_errors"] and "duration" in json.dumps(body["node_errors"]["6"])
+    assert "7" in body["node_errors"] and "duration" in json.dumps(body["node_errors"]["7"])
+
+
+def test_mixing_the_demo_text_encoder_with_another_model_says_why(comfy):
+    workflow = tiny_workflow()
+    workflow["2"]["inputs"]["text_encoder"] = "demo"  # MiniLM features (384) into the tiny model (32)
+    entry = comfy.wait(comfy.submit(workflow))
+    assert entry["status"]["status_str"] == "error"
+    error = next(body for name, body in entry["status"]["messages"] if name == "execution_error")
+    assert "positive: text features of width 384, the model reads 32" in error["exception_message"]
+    assert len(error["exception_message"]) < 300
 
 
 def test_interrupt_stops_the_sampler(comfy):
-    workflow = tiny_workflow(steps=1000)
-    workflow["6"]["inputs"].update(resolution="240p", num_frames=81)  # slow enough steps to interrupt midway
-    prompt_id = comfy.submit(workflow)
-    time.sleep(3)
+    prompt_id = comfy.submit(demo_workflow(steps=1000, prompt="a green lamp hums"))
+    time.sleep(5)
     started = time.monotonic()
     comfy.request("/interrupt", {})
     entry = comfy.wait(prompt_id, timeout=60)
     assert time.monotonic() - started < 30, "the sampler did not stop soon after the interrupt"
     messages = [name for name, _ in entry["status"]["messages"]]
     assert "execution_interrupted" in messages and "execution_success" not in messages, entry["status"]
-    assert "11" not in entry.get("outputs", {})
+    assert "12" not in entry.get("outputs", {})
+
+
+# ComfyUI's own umT5 (the classes CLIPLoader builds for type "wan") on a tiny config: CLIPTextEncode's features
+COMFY_UMT5_SCRIPT = r'''
+import json, sys
+from types import SimpleNamespace
+import safetensors.torch, torch
+import comfy.cli_args
+comfy.cli_args.args.cpu = True  # what main.py --cpu sets, before model_management picks a device
+import comfy.sd, comfy.sd1_clip, comfy.text_encoders.t5, comfy.text_encoders.wan as wan
+
+checkpoint, sizes, prompt, out = sys.argv[1:5]
+state_dict = safetensors.torch.load_file(checkpoint)
+config = json.load(open("comfy/text_encoders/umt5_config_xxl.json")) | json.load(open(sizes))
+
+
+class TinyUMT5(comfy.sd1_clip.SDClipModel):  # wan.UMT5XXlModel with the tiny config
+    def __init__(self, device="cpu", layer="last", layer_idx=None, dtype=None, model_options={}):
+        super().__init__(device=device, layer=layer, layer_idx=layer_idx, textmodel_json_config=config,
+                         dtype=dtype, special_tokens={"end": 1, "pad": 0}, model_class=comfy.text_encoders.t5.T5,
+                         enable_attention_masks=True, zero_out_masked=True, model_options=model_options)
+
+
+class Model(comfy.sd1_clip.SD1ClipModel):
+    def __init__(self, device="cpu", dtype=None, model_options={}):
+        super().__init__(device=device, dtype=dtype, model_options=model_options, name="umt5xxl", clip_model=TinyUMT5)
+
+
+target = SimpleNamespace(params={}, clip=Model, tokenizer=wan.WanT5Tokenizer)
+clip = comfy.sd.CLIP(target, tokenizer_data={"spiece_model": state_dict.pop("spiece_model")},
+                     model_options={"dtype": torch.float32})
+missing, unexpected = clip.load_sd(state_dict)
+assert not missing and not unexpected, (missing, unexpected)
+((features, extra),) = clip.encode_from_tokens_scheduled(clip.tokenize(prompt))
+safetensors.torch.save_file({"features": features.float().contiguous()}, out)
+'''
+
+
+def test_clip_text_encode_with_comfyuis_umt5_equals_our_text_encoder(tmp_path):
+    """The same tiny umT5 weights + sentencepiece model, saved in ComfyUI's single-file text-encoder layout
+    (transformers' key names + ``spiece_model``): ComfyUI's umT5 (what CLIPLoader type wan builds) and
+    CLIPTextEncode give the features of our TextEncoder, 512 positions, padding zeroed, so the mask the sampler
+    reads off the zeros is ours."""
+    import sentencepiece
+    import torch
+    from safetensors.torch import load_file, save_file
+    from transformers import T5Tokenizer, UMT5Config, UMT5EncoderModel
+
+    from comfy_nodes import core
+    from javis_core.codecs.text import UMT5_XXL_CONFIG, TextEncoder
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(f"a {c} {o} {v} in the {p}" for c in ("red", "green", "blue", "small", "loud")
+                                for o in ("dog", "ball", "drum", "car") for v in ("barks", "rolls", "plays", "hums")
+                                for p in ("park", "street", "room")))  # fmt: skip
+    sentencepiece.SentencePieceTrainer.train(
+        input=str(corpus), model_prefix=str(tmp_path / "spiece"), vocab_size=60, hard_vocab_limit=False,
+        model_type="unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1, character_coverage=1.0, minloglevel=2,
+    )  # fmt: skip
+    pieces = sentencepiece.SentencePieceProcessor(model_file=str(tmp_path / "spiece.model"))
+    # the same unigram model on our side (transformers' T5 tokenizer from the pieces and their scores)
+    vocab = [(pieces.id_to_piece(i), pieces.get_score(i)) for i in range(pieces.get_piece_size())]
+    tokenizer = T5Tokenizer(vocab=vocab, extra_ids=0)
+    config = {**UMT5_XXL_CONFIG, "vocab_size": len(vocab), "d_model": 32, "d_kv": 8, "d_ff": 64, "num_layers": 2,
+              "num_heads": 4}  # fmt: skip
+    torch.manual_seed(0)
+    model = UMT5EncoderModel(UMT5Config(**config)).eval()
+    prompt = "a blue dog barks in the park"
+    ours, mask = TextEncoder(model, tokenizer).encode([prompt])
+
+    checkpoint = tmp_path / "umt5_tiny.safetensors"
+    weights = {k: v.contiguous() for k, v in model.state_dict().items() if k != "encoder.embed_tokens.weight"}
+    weights["spiece_model"] = torch.frombuffer(bytearray((tmp_path / "spiece.model").read_bytes()), dtype=torch.uint8)
+    save_file(weights, checkpoint)
+    sizes = ("vocab_size", "d_model", "d_kv", "d_ff", "num_layers", "num_heads")
+    (tmp_path / "sizes.json").write_text(json.dumps({name: config[name] for name in sizes}))
+    out = tmp_path / "features.safetensors"
+    subprocess.run([COMFYUI_PYTHON, "-c", COMFY_UMT5_SCRIPT, str(checkpoint), str(tmp_path / "sizes.json"), prompt,
+                    str(out)], cwd=COMFYUI_DIR, check=True, timeout=300)  # fmt: skip
+    comfy_features = load_file(out)["features"]
+    assert comfy_features.shape == ours.shape == (1, 512, 32)
+    torch.testing.assert_close(comfy_features, ours.float(), rtol=1e-4, atol=1e-4)
+    _, read_mask = core.conditioning_features([[comfy_features, {}]], "positive", 32)
+    assert torch.equal(read_mask, mask.long()) and 10 < int(mask.sum()) < 60
+
+
+def test_cancel_stops_the_video_decode(comfy):
+    """Cancel during VAE Decode of our VAE (the tiny pipeline's Wan2.1 VAE, checked before each latent frame)."""
+    workflow = tiny_workflow(steps=1)
+    workflow["7"]["inputs"].update(resolution="480p", duration=5.0)  # 21 latent frames of 60x108: a long decode
+    workflow["12"]["inputs"]["filename_prefix"] = "javisdit_test/cancelled_decode"
+    decodes_before = comfy.log.read_text(errors="replace").count("Requested to load RawVideoDecoder")
+    prompt_id = comfy.submit(workflow)
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while comfy.log.read_text(errors="replace").count("Requested to load RawVideoDecoder") == decodes_before:
+        assert time.monotonic() < deadline, f"the decode did not start:\n{comfy.log_tail()}"
+        time.sleep(0.2)
+    time.sleep(1)
+    started = time.monotonic()
+    comfy.request("/interrupt", {})
+    entry = comfy.wait(prompt_id, timeout=120)
+    assert time.monotonic() - started < 60, "the decode did not stop soon after the interrupt"
+    messages = {name: body for name, body in entry["status"]["messages"]}
+    assert "execution_interrupted" in messages and "execution_success" not in messages, entry["status"]
+    assert messages["execution_interrupted"]["node_id"] == "9"  # VAE Decode

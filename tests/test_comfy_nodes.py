@@ -1,5 +1,6 @@
-"""The ComfyUI node pack without ComfyUI: schemas (specs), example workflows, and each node's function on the
-tiny random pipeline (IMAGE/AUDIO shapes and ranges, progress every step, interruption)."""
+"""The ComfyUI node pack without ComfyUI: schemas (specs), the example workflow, and each node's function on the
+tiny random pipeline and on the shipped demo model (ComfyUI's CONDITIONING/LATENT/AUDIO formats, progress every
+step, interruption)."""
 
 from __future__ import annotations
 
@@ -11,22 +12,33 @@ from pathlib import Path
 
 import pytest
 import torch
+from diffusers import AutoencoderKLWan
 
 from comfy_nodes import core
-from comfy_nodes.specs import LATENTS, NODE_SPECS, SAMPLER, Param
 from javis_core.loaders.hub import JAVISDIT_REPO, WeightsNotFoundError
+from comfy_nodes.specs import LATENT, MAX_SEED, NODE_SPECS, SAMPLER, Param
+from javis_core.demo.codecs import GriffinLimVocoder, LinearMelVAE, LinearVideoVAE
+from javis_core.demo.model import DEMO_DIR
+from javis_core.loaders.pipeline_loader import load_pipeline
 from javis_core.pipelines.pipeline_javisdit import JavisDiTPipeline
-from javis_core.pipelines.schedule import partial_sigmas, official_shift, official_sigmas
-from javis_core.codecs.text import TextEncoder
-from javis_core.tiny import save_tiny_pipeline
+from javis_core.pipelines.schedule import official_shift, official_sigmas, partial_sigmas
+from javis_core.codecs.text import DEFAULT_NEGATIVE_PROMPT, TextEncoder
+from javis_core.tiny import save_tiny_pipeline, tiny_transformer
 from javis_core.models.transformer import JavisDiTTransformer3DModel
 
-REPO = Path(__file__).resolve().parents[1]
-WORKFLOWS = REPO / "comfy_nodes" / "example_workflows"
-NATIVE_NODES = {"CreateVideo": {"images": "IMAGE", "fps": "FLOAT", "audio": "AUDIO"}, "SaveVideo": {"video": "VIDEO"}}
-NATIVE_OUTPUTS = {"CreateVideo": ["VIDEO"], "SaveVideo": []}
+from .conftest import FIXTURES, REPO
+
+API_WORKFLOW = FIXTURES / "comfyui" / "javisdit_t2av_api.json"
+UI_WORKFLOW = REPO / "example_workflows" / "javisdit_t2av.json"
+# the native nodes of the example graph: socket and widget inputs, outputs (ComfyUI v0.3.64)
+NATIVE_NODES = {
+    "CLIPTextEncode": ({"clip": "CLIP", "text": "STRING"}, ["CONDITIONING"]),
+    "VAEDecode": ({"samples": "LATENT", "vae": "VAE"}, ["IMAGE"]),
+    "CreateVideo": ({"images": "IMAGE", "fps": "FLOAT", "audio": "AUDIO"}, ["VIDEO"]),
+    "SaveVideo": ({"video": "VIDEO", "filename_prefix": "STRING", "format": "COMBO", "codec": "COMBO"}, []),
+}
 SPECS = {spec.node_id: spec for spec in NODE_SPECS}
-SIZE = {"resolution": "custom", "aspect_ratio": "landscape", "width": 96, "height": 64, "num_frames": 9}
+STRIDE_8 = types.SimpleNamespace(spacial_compression_decode=lambda: 8)  # what Empty Latents reads off a VAE
 
 
 class RecordingHooks:
@@ -56,34 +68,46 @@ def nodes(tiny_dir):
     """Every loader node run on the tiny pipeline dir given as a path."""
     path = str(tiny_dir)
     return {
-        "model": core.load_model("", path, dtype="fp32", device="cpu")[0],
-        "text_encoder": core.load_text_encoder("", path, dtype="fp32", device="cpu")[0],
-        "video_vae": core.load_video_vae("", path, device="cpu")[0],
-        "audio_vae": core.load_audio_vae("", path, device="cpu")[0],
+        "model": core.load_model(path)[0],
+        "text_encoder": core.load_text_encoder(path)[0],
+        "vae": core.load_video_vae(path)[0],
+        "audio_vae": core.load_audio_vae(path)[0],
     }
 
 
 @pytest.fixture(scope="module")
-def conditioning(nodes):
-    return core.encode_text(nodes["text_encoder"], "a dog barks in a park", "blurry, noisy")[0]
+def prompts(nodes):
+    encoder = nodes["text_encoder"]
+    return core.encode_text(encoder, "a dog barks in a park"), core.encode_text(encoder, "blurry, noisy")
 
 
 @pytest.fixture
-def fake_folder_paths(monkeypatch, tiny_dir):
-    """ComfyUI's folder_paths module with tiny_dir's parent registered as the javisdit folder."""
-    module = types.SimpleNamespace(get_folder_paths=lambda name: [str(tiny_dir.parent)] if name == "javisdit" else [])
+def fake_folder_paths(monkeypatch, tiny_dir, tmp_path):
+    """ComfyUI's folder_paths module with tiny_dir's parent registered as the javisdit folder and an empty
+    diffusion_models folder (tmp_path)."""
+    folders = {"javisdit": tiny_dir.parent, "diffusion_models": tmp_path}
+    module = types.SimpleNamespace(
+        get_folder_paths=lambda name: [str(folders[name])] if name in folders else [],
+        get_filename_list=lambda name: sorted(p.name for p in folders[name].iterdir() if p.is_file()),
+        get_full_path=lambda name, file: str(folders[name] / file) if (folders[name] / file).is_file() else None,
+    )  # fmt: skip
     monkeypatch.setitem(sys.modules, "folder_paths", module)
+    return folders
 
 
-def count_forwards(model: core.Placed) -> list[int]:
+def small(mode: str = "t2av", batch_size: int = 1) -> dict:
+    return core.latents_for(mode, 64, 96, 9, batch_size)
+
+
+def count_forwards(model: core.JavisDiTModel) -> list[int]:
     calls = []
-    model.module.register_forward_hook(lambda *_: calls.append(1))
+    model.diffusion_model.register_forward_hook(lambda *_: calls.append(1))
     return calls
 
 
 # ---------------------------------------------------------------------------------------------------- schemas
 def test_node_ids_are_unique_and_prefixed():
-    assert len(SPECS) == len(NODE_SPECS) == 9
+    assert len(SPECS) == len(NODE_SPECS) == 7
     assert all(node_id.startswith("JavisDiT") for node_id in SPECS)
 
 
@@ -103,63 +127,96 @@ def test_schema_inputs_match_the_function_they_run(spec):
             assert p.default is None
 
 
-def test_schema_types():
+def test_schema_types_are_comfyuis_own():
     types_of = lambda spec: ({p.id: p.type for p in spec.inputs}, [o.type for o in spec.outputs])
-    assert types_of(SPECS["JavisDiTVideoDecode"]) == ({"video_vae": "JAVISDIT_VIDEO_VAE", "latents": LATENTS},
-                                                      ["IMAGE", "FLOAT"])  # fmt: skip
-    assert types_of(SPECS["JavisDiTAudioDecode"])[1] == ["AUDIO"]
+    assert [types_of(SPECS[node_id])[1] for node_id in ("JavisDiTModelLoader", "JavisDiTTextEncoderLoader",
+            "JavisDiTVideoVAELoader", "JavisDiTAudioVAELoader")] == [["MODEL"], ["CLIP"], ["VAE"], ["JAVISDIT_AUDIO_VAE"]]  # fmt: skip
+    assert types_of(SPECS["JavisDiTAudioDecode"]) == ({"audio_vae": "JAVISDIT_AUDIO_VAE", "latent": LATENT}, ["AUDIO"])
     sampler_inputs, sampler_outputs = types_of(SAMPLER)
     assert sampler_inputs == {
-        "model": "JAVISDIT_MODEL", "conditioning": "JAVISDIT_CONDITIONING", "latents": LATENTS, "seed": "INT",
+        "model": "MODEL", "positive": "CONDITIONING", "negative": "CONDITIONING", "latent": LATENT, "seed": "INT",
         "steps": "INT", "video_cfg": "FLOAT", "audio_cfg": "FLOAT", "shift": "FLOAT", "denoise": "FLOAT",
-        "scheduler": "COMBO",
+        "scheduler": "COMBO", "preset": "COMBO",
     }  # fmt: skip
-    assert sampler_outputs == [LATENTS] and SAMPLER.step_hooks
+    assert sampler_outputs == [LATENT] and SAMPLER.step_hooks
     seed = next(p for p in SAMPLER.inputs if p.id == "seed")
-    assert seed.control_after_generate and seed.max >= 2**32
-    duration = next(p for p in SPECS["JavisDiTEmptyLatents"].inputs if p.id == "duration")
+    assert seed.control_after_generate and seed.max == MAX_SEED == 0xFFFFFFFFFFFFFFFF  # KSampler's
+    empty = SPECS["JavisDiTEmptyLatents"]
+    assert [p.id for p in empty.inputs] == ["vae", "mode", "duration", "resolution", "aspect_ratio", "batch_size"]
+    duration = next(p for p in empty.inputs if p.id == "duration")
     assert (duration.min, duration.max) == (2.0, 5.0)
+    aspect = next(p for p in empty.inputs if p.id == "aspect_ratio")
+    assert aspect.default == "16:9" and {"16:9", "9:16", "1:1", "4:3"} <= set(aspect.choices())
+    # no device/dtype/offload widgets: ComfyUI's model management decides
+    assert not {p.id for spec in NODE_SPECS for p in spec.inputs} & {"device", "dtype", "offload"}
 
 
-def test_model_dropdown_lists_the_model_folder_then_the_hub_id(fake_folder_paths, tiny_dir):
+def test_model_dropdown_lists_the_demo_then_the_model_folder(fake_folder_paths, tiny_dir):
     (tiny_dir.parent / "notes.txt").write_text("files are not models")
     model = next(p for p in SPECS["JavisDiTModelLoader"].inputs if p.id == "model")
-    assert model.choices() == ["tiny", JAVISDIT_REPO]
-    assert core.resolve_source("tiny", "", [], "model") == tiny_dir
-    assert core.resolve_source("tiny", str(tiny_dir.parent), [], "model") == tiny_dir.parent  # the override wins
+    assert model.choices() == ["demo", "tiny"]
+    assert core.resolve_source("tiny", "model") == tiny_dir
+    assert core.resolve_source("demo", "model") == DEMO_DIR
+    with pytest.raises(ValueError, match="model: no folder 'absent' in ComfyUI/models/javisdit/"):
+        core.resolve_source("absent", "model")
 
 
-def test_model_dropdown_without_comfyui_offers_the_hub_id():
-    assert core.model_choices(JAVISDIT_REPO) == [JAVISDIT_REPO]
+def test_single_file_checkpoint_in_diffusion_models(fake_folder_paths, tiny_dir, nodes):
+    """``javis_core.convert --out NAME.safetensors`` writes the file the Model Loader lists and loads; other
+    safetensors files in diffusion_models/ (a plain Wan2.1 checkpoint) are not offered."""
+    from safetensors.torch import save_file
+
+    from javis_core.convert import main as convert
+
+    models = fake_folder_paths["diffusion_models"]
+    assert convert(["--official", str(tiny_dir), "--out", str(models / "javisdit_tiny.safetensors")]) == 0
+    save_file({"blocks.0.self_attn.q.weight": torch.zeros(2, 2)}, str(models / "wan2.1_t2v_1.3B.safetensors"))
+    model = next(p for p in SPECS["JavisDiTModelLoader"].inputs if p.id == "model")
+    assert model.choices() == ["demo", "tiny", "javisdit_tiny.safetensors"]
+    (loaded,) = core.load_model("javisdit_tiny.safetensors")
+    reference = nodes["model"].diffusion_model.state_dict()
+    assert loaded.diffusion_model.config.model_type == "t2av"
+    assert all(torch.equal(v, reference[k]) for k, v in loaded.diffusion_model.state_dict().items())
+    with pytest.raises(ValueError, match="not a JavisDiT\\+\\+ single-file checkpoint"):
+        core.load_model(str(models / "wan2.1_t2v_1.3B.safetensors"))
+
+
+def test_model_dropdown_without_comfyui_offers_the_demo():
+    assert core.model_choices() == ["demo"]
 
 
 # ---------------------------------------------------------------------------------------------------- workflows
-def _output_types(class_type: str) -> list[str]:
-    return NATIVE_OUTPUTS.get(class_type) or [o.type for o in SPECS[class_type].outputs]
+def _node_types(class_type: str) -> tuple[dict[str, str], list[str]]:
+    if class_type in NATIVE_NODES:
+        return NATIVE_NODES[class_type]
+    spec = SPECS[class_type]
+    return {p.id: p.type for p in spec.inputs}, [o.type for o in spec.outputs]
 
 
-def test_api_workflow_is_a_valid_text_to_sounding_video_graph():
-    workflow = json.loads((WORKFLOWS / "javisdit_t2av_api.json").read_text())
+def test_api_workflow_mixes_native_nodes_with_ours():
+    workflow = json.loads(API_WORKFLOW.read_text())
     classes = {node["class_type"] for node in workflow.values()}
-    assert classes == set(SPECS) | {"CreateVideo", "SaveVideo"}
+    assert classes == set(SPECS) | set(NATIVE_NODES)
     for node_id, node in workflow.items():
+        expected, _ = _node_types(node["class_type"])
         spec = SPECS.get(node["class_type"])
-        expected = NATIVE_NODES.get(node["class_type"]) or {p.id: p.type for p in spec.inputs}
         if spec is not None:
             assert set(node["inputs"]) == set(expected), node_id
         for name, value in node["inputs"].items():
             if isinstance(value, list):  # a link [source node, output index]
-                source = workflow[value[0]]["class_type"]
-                assert _output_types(source)[value[1]] == expected[name], f"{node_id}.{name}"
+                outputs = _node_types(workflow[value[0]]["class_type"])[1]
+                assert outputs[value[1]] == expected[name], f"{node_id}.{name}"
             elif spec is not None:
                 p: Param = next(p for p in spec.inputs if p.id == name)
                 assert p.is_widget, f"{node_id}.{name} must be linked"
                 assert value in p.choices() if p.type == "COMBO" else p.min is None or p.min <= value <= p.max
 
 
-def test_ui_workflow_matches_the_api_workflow():
-    api = json.loads((WORKFLOWS / "javisdit_t2av_api.json").read_text())
-    ui = json.loads((WORKFLOWS / "javisdit_t2av.json").read_text())
+def test_example_workflow_is_the_api_graph_in_ui_format():
+    api = json.loads(API_WORKFLOW.read_text())
+    ui = json.loads(UI_WORKFLOW.read_text())
+    assert ui["version"] == 0.4 and "nodes" in ui and "links" in ui  # what ComfyUI's "Open" expects
+    assert sorted(p.name for p in UI_WORKFLOW.parent.iterdir()) == ["javisdit_t2av.jpg", "javisdit_t2av.json"]
     assert {str(node["id"]): node["type"] for node in ui["nodes"]} == {k: v["class_type"] for k, v in api.items()}
     links = {(str(src), src_slot, str(dst), dst_slot) for _, src, src_slot, dst, dst_slot, _ in ui["links"]}
     by_id = {str(node["id"]): node for node in ui["nodes"]}
@@ -181,155 +238,220 @@ def test_ui_workflow_matches_the_api_workflow():
 
 # ---------------------------------------------------------------------------------------------------- loaders
 def test_loaders_build_the_components(nodes):
-    assert isinstance(nodes["model"].module, JavisDiTTransformer3DModel)
-    assert nodes["model"].module.dtype == torch.float32 and nodes["model"].device == torch.device("cpu")
-    assert isinstance(nodes["text_encoder"].module, TextEncoder)
-    assert isinstance(nodes["video_vae"].module, core.VideoCodec)
-    assert isinstance(nodes["audio_vae"].module, core.AudioCodec)
-    assert not any(p.requires_grad for p in nodes["model"].module.parameters())
+    model = nodes["model"]
+    assert isinstance(model, core.JavisDiTModel) and isinstance(model.diffusion_model, JavisDiTTransformer3DModel)
+    assert model.diffusion_model.dtype == torch.float32  # no ComfyUI: fp32
+    keys = list(model.state_dict())
+    assert keys and all(k.startswith("diffusion_model.") for k in keys)  # what ComfyUI's LoRA loaders match
+    assert isinstance(nodes["text_encoder"], TextEncoder)
+    assert isinstance(nodes["vae"], AutoencoderKLWan) and core.spatial_stride(nodes["vae"]) == 8
+    assert isinstance(nodes["audio_vae"], core.AudioCodec)
+    assert not any(p.requires_grad for p in model.parameters())
 
 
 def test_loader_finds_a_model_in_the_model_folder(fake_folder_paths):
-    (placed,) = core.load_audio_vae("tiny", "", device="cpu")
-    assert placed.module.sample_rate == 16000
+    (codec,) = core.load_audio_vae("tiny")
+    assert codec.sample_rate == 16000
 
 
 def test_loader_errors_say_what_is_missing(tmp_path):
-    with pytest.raises(WeightsNotFoundError, match="path_or_hub_id"):
-        core.load_model("", str(tmp_path / "absent"))
-    with pytest.raises(ValueError, match="has no vae/ \\+ vocoder/"):
-        core.load_audio_vae("", str(tmp_path))
+    with pytest.raises(ValueError, match="audio_vae: .* has no vae/ \\+ vocoder/"):
+        core.load_audio_vae(str(tmp_path))
+    with pytest.raises(ValueError, match="text_encoder: .* holds no text encoder"):
+        core.load_text_encoder(str(tmp_path))
+    with pytest.raises(ValueError, match="vae: .* holds no video VAE"):
+        core.load_video_vae(str(tmp_path))
 
 
-def test_device_and_dtype_choices():
-    assert core.resolve_dtype("auto", torch.device("cpu")) == torch.float32
-    assert core.resolve_dtype("bf16", torch.device("cpu")) == torch.bfloat16
-    assert core.resolve_device("cpu") == torch.device("cpu")
-    with pytest.raises(ValueError, match="dtype must be one of"):
-        core.resolve_dtype("int8", torch.device("cpu"))
-    with pytest.raises(ValueError, match="device must be one of"):
-        core.resolve_device("tpu")
+def test_demo_model_loads_through_every_loader():
+    (model,) = core.load_model("demo")
+    assert model.diffusion_model.config.text_dim == 384
+    assert model.latents_std.flatten()[0] == pytest.approx(4.911461203614844)  # the demo codec's statistics
+    (encoder,) = core.load_text_encoder("demo")
+    ((features, extra),) = core.encode_text(encoder, "a red ball bounces")
+    assert features.shape == (1, 32, 384) and extra["attention_mask"].shape == (1, 32)
+    (vae,) = core.load_video_vae("demo")
+    assert isinstance(vae, LinearVideoVAE) and core.spatial_stride(vae) == 32
+    (audio,) = core.load_audio_vae("demo")
+    assert isinstance(audio.vae, LinearMelVAE) and isinstance(audio.vocoder, GriffinLimVocoder)
+
+
+def test_demo_graph_equals_the_demo_pipeline():
+    """Loaders -> text encode -> Empty Latents -> sampler on "demo" give load_pipeline("demo")'s latents, and
+    decode to a 448x256, 33-frame clip with 2.0625 s of sound."""
+    (model,), (encoder,), (vae,), (audio_vae,) = (core.load_model("demo"), core.load_text_encoder("demo"),
+                                                  core.load_video_vae("demo"), core.load_audio_vae("demo"))  # fmt: skip
+    prompt = "a blue drum is played"
+    (empty,) = core.empty_latents(vae, "t2av", 2.0, "240p", "16:9")
+    positive, negative = core.encode_text(encoder, prompt), core.encode_text(encoder, DEFAULT_NEGATIVE_PROMPT)
+    (out,) = core.sample(model, positive, negative, empty, seed=5, steps=2)
+    pipe = load_pipeline("demo")
+    expected = pipe(prompt, resolution="240p", aspect_ratio="landscape", duration=2, num_inference_steps=2,
+                    generator=torch.Generator().manual_seed(5), output_type="latent")  # fmt: skip
+    torch.testing.assert_close(model.normalise(out["samples"]), expected.frames, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(out[core.AUDIO_SAMPLES], expected.audio, rtol=1e-4, atol=1e-4)
+    frames = core.RawVideoDecoder(vae).decode(out["samples"])
+    assert frames.shape == (1, 3, 33, 256, 448) and -1 <= frames.min() and frames.max() <= 1
+    (audio,) = core.decode_audio(audio_vae, out)
+    assert audio["waveform"].shape == (1, 1, 33000) and audio["sample_rate"] == 16000
 
 
 # ---------------------------------------------------------------------------------------------------- text, latents
-def test_text_encode(conditioning, nodes):
-    assert conditioning.prompt_embeds.shape == conditioning.negative_embeds.shape == (1, 512, 32)
-    assert conditioning.prompt_mask.shape == (1, 512) and 0 < conditioning.prompt_mask.sum() < 512
-    padded = conditioning.prompt_mask[0] == 0
-    assert conditioning.prompt_embeds[0, padded].abs().max() == 0
-    assert not torch.equal(conditioning.prompt_embeds, conditioning.negative_embeds)
-    with pytest.raises(ValueError, match="prompt"):
-        core.encode_text(nodes["text_encoder"], "  ")
+def test_text_encode_gives_comfyui_conditioning(prompts, nodes):
+    positive, negative = prompts
+    ((features, extra),) = positive
+    mask = extra["attention_mask"]
+    assert features.shape == negative[0][0].shape == (1, 512, 32) and mask.shape == (1, 512)
+    assert 0 < mask.sum() < 512 and features[0, mask[0] == 0].abs().max() == 0  # padding zeroed like ComfyUI's umT5
+    assert not torch.equal(features, negative[0][0])
+    # ComfyUI's umT5 gives no mask: the sampler reads the same one off the zeroed padding
+    read_mask = core.conditioning_features([[features, {}]], "positive", 32)[1]
+    assert torch.equal(read_mask, mask.long())
+
+
+def test_sampler_refuses_text_features_of_another_width(nodes, prompts):
+    wide = [[torch.ones(1, 8, 384), {}]]
+    with pytest.raises(ValueError, match="positive: text features of width 384, the model reads 32"):
+        core.sample(nodes["model"], wide, prompts[1], small(), steps=1)
 
 
 @pytest.mark.parametrize(("mode", "video", "audio"), [("t2av", True, True), ("t2v", True, False), ("t2a", False, True)])
-def test_empty_latents_shapes(mode, video, audio):
-    (latents,) = core.empty_latents(mode, 2.0, "240p", "landscape", batch_size=2)
-    assert (latents.height, latents.width, latents.num_frames) == (240, 426, 33)
-    assert (latents.video is not None, latents.audio is not None) == (video, audio)
+def test_empty_latents_are_comfyui_latents(mode, video, audio):
+    (latent,) = core.empty_latents(STRIDE_8, mode, 2.0, "240p", "16:9", batch_size=2)
+    assert latent["javisdit"] == {"height": 240, "width": 426, "num_frames": 33}  # 16:9 is landscape
+    got_video, got_audio, _ = core.unpack_latent(latent)
+    assert (got_video is not None, got_audio is not None) == (video, audio)
     if video:
-        assert latents.video.shape == (2, 16, 9, 30, 54) and latents.video.abs().sum() == 0
+        assert latent["samples"].shape == (2, 16, 9, 30, 54) and latent["samples"].abs().sum() == 0
     if audio:
-        assert latents.audio.shape == (2, 8, 56, 16)  # 33 frames -> 224 mel frames / 4
+        assert got_audio.shape == (2, 8, 56, 16)  # 33 frames -> 224 mel frames / 4
+    if not video:
+        assert latent["type"] == "audio"
 
 
-def test_empty_latents_custom_size_and_frames():
-    (latents,) = core.empty_latents("t2av", 4.0, **SIZE)
-    assert (latents.height, latents.width, latents.num_frames) == (64, 96, 9)
-    assert core.empty_latents("t2av", 5.0, "480p", "portrait")[0].num_frames == 81
+def test_aspect_ratio_is_width_by_height():
+    portrait = core.empty_latents(STRIDE_8, "t2v", 5.0, "480p", "9:16")[0]
+    assert portrait["javisdit"] == {"height": 854, "width": 480, "num_frames": 81}
+    assert core.official_aspect("16:9") == "9:16" and core.official_aspect("landscape") == "9:16"
+    assert core.empty_latents(STRIDE_8, "t2v", 2.0, "240p", "4:3")[0]["javisdit"] == {"height": 276, "width": 368, "num_frames": 33}
 
 
 @pytest.mark.parametrize(("kwargs", "field"), [
-    ({"duration": 9.0}, "duration"), ({"mode": "v2a"}, "mode"), ({"resolution": "custom", "width": 100}, "width"),
-    ({"num_frames": 10}, "num_frames"), ({"aspect_ratio": "7:5"}, "aspect_ratio"), ({"batch_size": 0}, "batch_size"),
+    ({"duration": 9.0}, "duration"), ({"mode": "v2a"}, "mode"), ({"aspect_ratio": "7:5"}, "aspect_ratio"),
+    ({"batch_size": 0}, "batch_size"), ({"resolution": "1080p"}, "resolution"),
 ])  # fmt: skip
 def test_empty_latents_errors_name_the_field(kwargs, field):
-    args = {"mode": "t2av", "duration": 2.0, "resolution": "240p", "aspect_ratio": "landscape"} | kwargs
+    args = {"vae": STRIDE_8, "mode": "t2av", "duration": 2.0, "resolution": "240p", "aspect_ratio": "16:9"} | kwargs
     with pytest.raises(ValueError, match=field):
         core.empty_latents(**args)
 
 
+def test_foreign_latents_are_refused(nodes, prompts):
+    with pytest.raises(ValueError, match="latent: not a JavisDiT\\+\\+ latent"):
+        core.sample(nodes["model"], *prompts, {"samples": torch.zeros(1, 16, 9, 8, 12)}, steps=1)
+
+
 # ---------------------------------------------------------------------------------------------------- sampler
-def test_sampler_matches_the_pipeline(nodes, conditioning):
-    """denoise 1 is exactly JavisDiTPipeline's loop with the seed's noise (video drawn first, then audio)."""
-    (latents,) = core.empty_latents("t2av", 2.0, **SIZE)
-    (out,) = core.sample(nodes["model"], conditioning, latents, seed=3, steps=3, video_cfg=4.0, audio_cfg=2.0)
+def test_sampler_matches_the_pipeline(nodes, prompts):
+    """denoise 1 is exactly JavisDiTPipeline's loop with the seed's noise (video drawn first, then audio); the
+    LATENT holds the video in the VAE's raw space."""
+    positive, negative = prompts
+    latent = small()
+    (out,) = core.sample(nodes["model"], positive, negative, latent, seed=3, steps=3, video_cfg=4.0, audio_cfg=2.0)
     generator = torch.Generator().manual_seed(3)
-    noise_video = torch.randn(latents.video.shape, generator=generator)
-    noise_audio = torch.randn(latents.audio.shape, generator=generator)
-    pipe = JavisDiTPipeline(transformer=nodes["model"].module, scheduler=core.make_scheduler("euler"))
+    noise_video = torch.randn(latent["samples"].shape, generator=generator)
+    noise_audio = torch.randn(latent[core.AUDIO_SAMPLES].shape, generator=generator)
+    pipe = JavisDiTPipeline(transformer=nodes["model"].diffusion_model, scheduler=core.make_scheduler("euler"))
     pipe.set_progress_bar_config(disable=True)
     expected = pipe(
-        prompt_embeds=conditioning.prompt_embeds, prompt_attention_mask=conditioning.prompt_mask,
-        negative_prompt_embeds=conditioning.negative_embeds,
-        negative_prompt_attention_mask=conditioning.negative_mask, height=64, width=96, num_frames=9,
-        num_inference_steps=3, guidance_scale=4.0, audio_guidance_scale=2.0, latents=noise_video,
-        audio_latents=noise_audio, output_type="latent",
+        prompt_embeds=positive[0][0], prompt_attention_mask=positive[0][1]["attention_mask"],
+        negative_prompt_embeds=negative[0][0], negative_prompt_attention_mask=negative[0][1]["attention_mask"],
+        height=64, width=96, num_frames=9, num_inference_steps=3, guidance_scale=4.0, audio_guidance_scale=2.0,
+        latents=noise_video, audio_latents=noise_audio, output_type="latent",
     )  # fmt: skip
-    torch.testing.assert_close(out.video, expected.frames, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(out.audio, expected.audio, rtol=1e-5, atol=1e-5)
-    assert not torch.equal(out.video, noise_video)
-    again = core.sample(nodes["model"], conditioning, latents, seed=3, steps=3, video_cfg=4.0, audio_cfg=2.0)[0]
-    assert torch.equal(again.video, out.video)
-    other = core.sample(nodes["model"], conditioning, latents, seed=4, steps=3, video_cfg=4.0, audio_cfg=2.0)[0]
-    assert not torch.equal(other.audio, out.audio)
+    vae = nodes["vae"]
+    mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1)
+    std = torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1)
+    torch.testing.assert_close(out["samples"], expected.frames * std + mean, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out[core.AUDIO_SAMPLES], expected.audio, rtol=1e-5, atol=1e-5)
+    again = core.sample(nodes["model"], positive, negative, latent, seed=3, steps=3, video_cfg=4.0, audio_cfg=2.0)[0]
+    assert torch.equal(again["samples"], out["samples"])
+    other = core.sample(nodes["model"], positive, negative, latent, seed=4, steps=3, video_cfg=4.0, audio_cfg=2.0)[0]
+    assert not torch.equal(other[core.AUDIO_SAMPLES], out[core.AUDIO_SAMPLES])
 
 
-def test_sampler_reports_progress_every_step(nodes, conditioning):
-    (latents,) = core.empty_latents("t2av", 2.0, **SIZE)
+def test_sampler_reports_progress_every_step(nodes, prompts):
     hooks = RecordingHooks()
     forwards = count_forwards(nodes["model"])
-    core.sample(nodes["model"], conditioning, latents, steps=4, hooks=hooks)
+    core.sample(nodes["model"], *prompts, small(), steps=4, hooks=hooks)
     assert hooks.progress_calls == [(0, 4), (1, 4), (2, 4), (3, 4), (4, 4)]
     assert hooks.checks == 4 and len(forwards) == 4
 
 
-def test_sampler_stops_when_interrupted(nodes, conditioning):
-    (latents,) = core.empty_latents("t2av", 2.0, **SIZE)
+def test_sampler_preset_replaces_the_steps_and_scheduler_widgets(nodes, prompts):
+    from javis_core.pipelines.speed import PRESETS
+
+    hooks = RecordingHooks()
+    forwards = count_forwards(nodes["model"])
+    core.sample(nodes["model"], *prompts, small(), steps=4, preset="fast", hooks=hooks)
+    assert hooks.progress_calls[-1] == (PRESETS["fast"].num_inference_steps,) * 2
+    assert len(forwards) == PRESETS["fast"].num_inference_steps
+    with pytest.raises(ValueError, match="preset must be one of custom, exact, fast, fastest"):
+        core.sample(nodes["model"], *prompts, small(), steps=4, preset="quick")
+
+
+def test_sampler_stops_when_interrupted(nodes, prompts):
     hooks = RecordingHooks(interrupt_at=3)
     forwards = count_forwards(nodes["model"])
     with pytest.raises(InterruptedError):
-        core.sample(nodes["model"], conditioning, latents, steps=10, hooks=hooks)
+        core.sample(nodes["model"], *prompts, small(), steps=10, hooks=hooks)
     assert len(forwards) == 2 and hooks.progress_calls[-1] == (2, 10)
 
 
-def test_denoise_runs_the_tail_of_a_longer_schedule(nodes, conditioning):
+def test_denoise_runs_the_tail_of_a_longer_schedule(nodes, prompts):
     shift = official_shift(64, 96, 9)
     assert partial_sigmas(4, shift, 0.5) == official_sigmas(8, shift)[4:]
     assert partial_sigmas(4, shift, 1.0) == official_sigmas(4, shift)
-    (empty,) = core.empty_latents("t2av", 2.0, **SIZE)
-    (first,) = core.sample(nodes["model"], conditioning, empty, seed=1, steps=2)
+    empty = small()
+    (first,) = core.sample(nodes["model"], *prompts, empty, seed=1, steps=2)
     hooks = RecordingHooks()
-    (refined,) = core.sample(nodes["model"], conditioning, first, seed=1, steps=2, denoise=0.3, hooks=hooks)
+    (refined,) = core.sample(nodes["model"], *prompts, first, seed=1, steps=2, denoise=0.3, hooks=hooks)
     assert hooks.progress_calls[-1] == (2, 2)
-    from_empty = core.sample(nodes["model"], conditioning, empty, seed=1, steps=2, denoise=0.3)[0]
-    assert not torch.allclose(refined.video, from_empty.video)  # the given latents matter below denoise 1
+    from_empty = core.sample(nodes["model"], *prompts, empty, seed=1, steps=2, denoise=0.3)[0]
+    assert not torch.allclose(refined["samples"], from_empty["samples"])  # the given latents matter below denoise 1
     # a light refine stays near its input; denoise 1 ignores it
-    assert (refined.video - first.video).abs().mean() < (from_empty.video - first.video).abs().mean()
+    assert (refined["samples"] - first["samples"]).abs().mean() < (from_empty["samples"] - first["samples"]).abs().mean()
     with pytest.raises(ValueError, match="denoise"):
-        core.sample(nodes["model"], conditioning, empty, steps=2, denoise=0.0)
+        core.sample(nodes["model"], *prompts, empty, steps=2, denoise=0.0)
 
 
-def test_sampler_single_modality(nodes, conditioning):
-    (latents,) = core.empty_latents("t2a", 2.0, **SIZE)
-    (out,) = core.sample(nodes["model"], conditioning, latents, steps=2)
-    assert out.video is None and out.audio.shape == latents.audio.shape
+def test_sampler_single_modality(nodes, prompts):
+    (out,) = core.sample(nodes["model"], *prompts, small("t2a"), steps=2)
+    video, audio, _ = core.unpack_latent(out)
+    assert video is None and audio.shape == small("t2a")["samples"].shape
+
+
+def test_sampler_refuses_latents_the_model_cannot_make(prompts):
+    video_model = core.JavisDiTModel(tiny_transformer(0, "t2v"), [0.0] * 16, [1.0] * 16)
+    with pytest.raises(ValueError, match="latent: a 't2v' model"):
+        core.sample(video_model, *prompts, small(), steps=1)
+    with pytest.raises(ValueError, match="model: connect a JavisDiT\\+\\+ Model Loader"):
+        core.sample(video_model.diffusion_model, *prompts, small(), steps=1)
 
 
 # ---------------------------------------------------------------------------------------------------- decoders
 @pytest.fixture(scope="module")
-def sampled(nodes, conditioning):
-    (latents,) = core.empty_latents("t2av", 2.0, **(SIZE | {"batch_size": 2}))
-    return core.sample(nodes["model"], conditioning, latents, seed=0, steps=2)[0]
+def sampled(nodes, prompts):
+    return core.sample(nodes["model"], *prompts, small(batch_size=2), seed=0, steps=2)[0]
 
 
-def test_video_decode_returns_comfy_images(nodes, sampled):
-    images, fps = core.decode_video(nodes["video_vae"], sampled)
-    assert images.shape == (2 * 9, 64, 96, 3) and images.dtype == torch.float32  # clips one after another
-    assert 0 <= images.min() and images.max() <= 1 and images.std() > 0
-    assert fps == 16.0
-    first_clip = core.decode_video(nodes["video_vae"], core.JavisLatents(sampled.video[:1], None, 64, 96, 9))[0]
-    torch.testing.assert_close(images[:9], first_clip, rtol=1e-4, atol=1e-4)
+def test_video_latent_decodes_with_the_raw_vae_decoder(nodes, sampled):
+    """What ComfyUI's VAEDecode calls on our VAE: raw LATENT samples -> frames in [-1, 1], equal to the
+    pipeline's decode of the normalised latents."""
+    frames = core.RawVideoDecoder(nodes["vae"]).decode(sampled["samples"])
+    assert frames.shape == (2, 3, 9, 64, 96) and -1 <= frames.min() and frames.max() <= 1 and frames.std() > 0
+    expected = core.VideoCodec(nodes["vae"]).decode(nodes["model"].normalise(sampled["samples"]))
+    torch.testing.assert_close(frames, expected, rtol=1e-4, atol=1e-4)
 
 
 def test_audio_decode_returns_comfy_audio(nodes, sampled):
@@ -339,17 +461,13 @@ def test_audio_decode_returns_comfy_audio(nodes, sampled):
     assert torch.isfinite(audio["waveform"]).all() and audio["waveform"].abs().max() <= 1
 
 
-def test_decoders_refuse_a_missing_modality(nodes, conditioning):
-    (video_only,) = core.empty_latents("t2v", 2.0, **SIZE)
-    (audio_only,) = core.empty_latents("t2a", 2.0, **SIZE)
+def test_audio_decode_refuses_video_only_latents(nodes):
     with pytest.raises(ValueError, match="no audio"):
-        core.decode_audio(nodes["audio_vae"], video_only)
-    with pytest.raises(ValueError, match="no video"):
-        core.decode_video(nodes["video_vae"], audio_only)
+        core.decode_audio(nodes["audio_vae"], small("t2v"))
 
 
 # ---------------------------------------------------------------------------------------------------- comfy hooks
-def test_comfy_step_hooks_drive_comfyui_progress_and_interrupt(monkeypatch, nodes, conditioning):
+def test_comfy_step_hooks_drive_comfyui_progress_and_interrupt(monkeypatch, nodes, prompts):
     """The adapter against a shim of comfy.utils.ProgressBar / comfy.model_management (their real signatures)."""
     updates, checks = [], []
 
@@ -373,16 +491,6 @@ def test_comfy_step_hooks_drive_comfyui_progress_and_interrupt(monkeypatch, node
     monkeypatch.setitem(sys.modules, "comfy", comfy)
     monkeypatch.setitem(sys.modules, "comfy.utils", comfy.utils)
     monkeypatch.setitem(sys.modules, "comfy.model_management", comfy.model_management)
-    (latents,) = core.empty_latents("t2av", 2.0, **SIZE)
     with pytest.raises(RuntimeError, match="Interrupt"):
-        core.sample(nodes["model"], conditioning, latents, steps=5, hooks=core.comfy_step_hooks())
+        core.sample(nodes["model"], *prompts, small(), steps=5, hooks=core.comfy_step_hooks())
     assert updates == [(0, 5), (1, 5), (2, 5)] and len(checks) == 3
-
-
-def test_sampler_refuses_latents_the_model_cannot_make(conditioning):
-    from javis_core.tiny import tiny_transformer
-
-    video_model = core.place(tiny_transformer(0, "t2v"), torch.device("cpu"), offload=False)
-    (latents,) = core.empty_latents("t2av", 2.0, **SIZE)
-    with pytest.raises(ValueError, match="latents: a 't2v' model"):
-        core.sample(video_model, conditioning, latents, steps=1)

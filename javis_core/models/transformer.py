@@ -115,16 +115,18 @@ class JavisDiTBlock(nn.Module):
     ) -> torch.Tensor:
         dtype = hidden_states.dtype
         # Official precision: the modulation is added in the activation dtype (spec 1.4).
-        mod = (self.scale_shift_table.to(dtype) + temb.to(dtype)).chunk(6, dim=1)
-        attn_in = _modulate(self.norm1(hidden_states), mod[0], mod[1])
-        hidden_states = hidden_states + self.attn1(attn_in, None, None, rotary_emb) * mod[2]
+        shift_msa, scale_msa, gate_msa, c_shift_msa, c_scale_msa, c_gate_msa = (
+            self.scale_shift_table.to(dtype) + temb.to(dtype)
+        ).chunk(6, dim=1)
+        attn_in = _modulate(self.norm1(hidden_states), shift_msa, scale_msa)
+        hidden_states = hidden_states + self.attn1(attn_in, None, None, rotary_emb) * gate_msa
         hidden_states = hidden_states + self.attn2(self.norm2(hidden_states), encoder_hidden_states, None, None)
 
         video, audio = hidden_states[:, :num_video_tokens], hidden_states[:, num_video_tokens:]
         outputs = []
         if self.has_video and num_video_tokens > 0:
-            ffn_in = _modulate(self.norm3(video), mod[3], mod[4])
-            outputs.append(video + self.ffn(ffn_in) * mod[5])
+            ffn_in = _modulate(self.norm3(video), c_shift_msa, c_scale_msa)
+            outputs.append(video + self.ffn(ffn_in) * c_gate_msa)
         if self.has_audio and audio.shape[1] > 0:
             a_table = self.audio_scale_shift_table.to(dtype)  # stage 1 trains it in fp32 beside a bf16 base
             a_shift, a_scale, a_gate = (a_table + audio_temb.to(dtype)).chunk(3, dim=1)
