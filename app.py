@@ -274,8 +274,12 @@ def _session(request: gr.Request | None) -> str:
 
 
 def _client(request: gr.Request | None) -> str:
-    """Who asks, for the per-client limit: the address (behind a proxy on this machine, the address it forwards,
-    which uvicorn puts there), else the session."""
+    """Who asks, for the per-client limit: the address. uvicorn takes it from X-Forwarded-For when the proxy is
+    trusted (on this machine, or listed in FORWARDED_ALLOW_IPS); on Spaces the Hub's proxy sets that header."""
+    if ON_SPACES and request is not None:
+        forwarded = (request.headers.get("x-forwarded-for") or "").split(",")[0].strip()
+        if forwarded:
+            return forwarded
     client = getattr(request, "client", None)
     return getattr(client, "host", None) or _session(request)
 
