@@ -250,7 +250,8 @@ def build_demo(studio: Studio) -> gr.Blocks:
         # the request's controls (in ``generate``'s order), then the session's State (not part of the API)
         inputs = [prompt, negative, mode, duration, resolution, aspect, guidance, audio_guidance, link, steps,
                   shift, seed, randomize]  # fmt: skip
-        checked = run.click(check_settings, inputs, None, api_visibility="private", queue=False)
+        # queued (its error shows as a toast), but never held back: nothing in the queue has a concurrency limit
+        checked = run.click(check_settings, inputs, None, api_visibility="private")
         # no Gradio limit on this event: the studio's own line (JobGate) orders the jobs and bounds each client
         job = checked.success(generate, [*inputs, model, history], [video, audio, download, settings, seed, history],
                               api_name="generate", concurrency_limit=None)  # fmt: skip

@@ -148,6 +148,7 @@ def test_generate_in_browser(served_app, tmp_path):
 
             # a long generation stops on Cancel, and the earlier result stays
             page.locator("#prompt textarea").fill("A slow one")
+            page.get_by_text("Prompt is empty").first.wait_for(state="detached", timeout=30_000)  # its toast went
             _set_number(page, "steps", 100)
             page.locator("#generate").click()
             page.get_by_text("Denoising").first.wait_for(timeout=60_000)
