@@ -322,11 +322,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--preload", action="store_true", help="load the pipeline at start-up (always on Spaces)")
     parser.add_argument("--output-dir", default=None,
                         help=f"where results go: a new or empty folder, or one the studio made before (default "
-                             f"{DEFAULT_OUTPUT_DIR}); everything in it is served, and old results are deleted")  # fmt: skip
+                             f"{DEFAULT_OUTPUT_DIR}); everything in it is served, old results are deleted")  # fmt: skip
     parser.add_argument("--keep-hours", type=float, default=DEFAULT_KEEP_SECONDS / 3600,
                         help="delete results older than this (default %(default)g)")  # fmt: skip
     parser.add_argument("--keep-gb", type=float, default=DEFAULT_KEEP_BYTES / 2**30,
-                        help="keep the output folder under this size, deleting the oldest results (default %(default)g)")
+                        help="keep the output folder under this size, oldest results first (default %(default)g)")
     # None lets Gradio read GRADIO_SERVER_NAME / GRADIO_SERVER_PORT (set on Spaces) before its defaults
     parser.add_argument("--host", default=None, help="default 127.0.0.1; 0.0.0.0 serves the local network")
     parser.add_argument("--port", type=int, default=None, help="default 7860, or the next free port")
@@ -395,7 +395,7 @@ def launch(demo: gr.Blocks, studio: Studio, args: argparse.Namespace, **kwargs):
     return demo.launch(
         server_name=args.host, server_port=args.port, share=args.share, auth=auth,
         max_file_size=f"{args.max_upload_mb:g}mb", theme=gr.themes.Soft(), css=CSS,
-        show_error=True,  # Gradio's own input errors (a wrong type through the API) with their message; ours are gr.Error
+        show_error=True,  # Gradio's own input errors (a wrong type through the API) with their message
         **kwargs,
     )  # fmt: skip
 

@@ -28,7 +28,7 @@ from javis_core.app_support import (
     aspect_choices,
     estimate_gpu_seconds,
 )
-from javis_core.media import probe, write_video
+from javis_core.media import probe
 from javis_core.text_encoder import DEFAULT_NEGATIVE_PROMPT
 from javis_core.tiny import save_tiny_pipeline
 
