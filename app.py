@@ -251,7 +251,8 @@ def build_demo(studio: Studio) -> gr.Blocks:
         # the request's controls (in ``generate``'s order), then the session's State (not part of the API)
         inputs = [prompt, negative, mode, duration, resolution, aspect, guidance, audio_guidance, link, steps,
                   shift, seed, randomize]  # fmt: skip
-        checked = run.click(check_settings, inputs, None, api_visibility="private", queue=False)
+        # queued (its error shows as a toast), but never held back: nothing in the queue has a concurrency limit
+        checked = run.click(check_settings, inputs, None, api_visibility="private")
         # no Gradio limit on this event: the studio's own line (JobGate) orders the jobs and bounds each client
         job = checked.success(generate, [*inputs, model, history], [video, audio, download, settings, seed, history],
                               api_name="generate", concurrency_limit=None)  # fmt: skip
@@ -275,8 +276,12 @@ def _session(request: gr.Request | None) -> str:
 
 
 def _client(request: gr.Request | None) -> str:
-    """Who asks, for the per-client limit: the address (behind a proxy on this machine, the address it forwards,
-    which uvicorn puts there), else the session."""
+    """Who asks, for the per-client limit: the address. uvicorn takes it from X-Forwarded-For when the proxy is
+    trusted (on this machine, or listed in FORWARDED_ALLOW_IPS); on Spaces the Hub's proxy sets that header."""
+    if ON_SPACES and request is not None:
+        forwarded = (request.headers.get("x-forwarded-for") or "").split(",")[0].strip()
+        if forwarded:
+            return forwarded
     client = getattr(request, "client", None)
     return getattr(client, "host", None) or _session(request)
 
@@ -320,11 +325,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="sampler of every generation: exact (official), fast or fastest (approximate)")
     parser.add_argument("--output-dir", default=None,
                         help=f"where results go: a new or empty folder, or one the studio made before (default "
-                             f"{DEFAULT_OUTPUT_DIR}); everything in it is served, and old results are deleted")  # fmt: skip
+                             f"{DEFAULT_OUTPUT_DIR}); everything in it is served, old results are deleted")  # fmt: skip
     parser.add_argument("--keep-hours", type=float, default=DEFAULT_KEEP_SECONDS / 3600,
                         help="delete results older than this (default %(default)g)")  # fmt: skip
     parser.add_argument("--keep-gb", type=float, default=DEFAULT_KEEP_BYTES / 2**30,
-                        help="keep the output folder under this size, deleting the oldest results (default %(default)g)")
+                        help="keep the output folder under this size, oldest results first (default %(default)g)")
     # None lets Gradio read GRADIO_SERVER_NAME / GRADIO_SERVER_PORT (set on Spaces) before its defaults
     parser.add_argument("--host", default=None, help="default 127.0.0.1; 0.0.0.0 serves the local network")
     parser.add_argument("--port", type=int, default=None, help="default 7860, or the next free port")
@@ -397,7 +402,7 @@ def launch(demo: gr.Blocks, studio: Studio, args: argparse.Namespace, **kwargs):
     return demo.launch(
         server_name=args.host, server_port=args.port, share=args.share, auth=auth,
         max_file_size=f"{args.max_upload_mb:g}mb", theme=gr.themes.Soft(), css=CSS,
-        show_error=True,  # Gradio's own input errors (a wrong type through the API) with their message; ours are gr.Error
+        show_error=True,  # Gradio's own input errors (a wrong type through the API) with their message
         **kwargs,
     )  # fmt: skip
 

@@ -28,7 +28,7 @@ from javis_core.studio.session import (
     aspect_choices,
     estimate_gpu_seconds,
 )
-from javis_core.media import probe, write_video
+from javis_core.media import probe
 from javis_core.codecs.text import DEFAULT_NEGATIVE_PROMPT
 from javis_core.tiny import save_tiny_pipeline
 
@@ -348,3 +348,73 @@ def test_api_keeps_serving_without_weights(tmp_path):
                 client.predict("a cat meows", api_name="/generate")
     finally:
         demo.close()
+
+
+def test_waiting_is_reported_only_behind_another_generation(studio):
+    settings = GenerationSettings.from_ui(*ui_values(mode="t2a", num_inference_steps=1))
+    alone = []
+    studio.generate(settings, "alone", lambda done, total, what: alone.append(what))
+    assert not any("Waiting" in what for what in alone)  # the first generation does not wait for anything
+    first_running, release, behind = threading.Event(), threading.Event(), []
+
+    def hold(*_):
+        first_running.set()
+        release.wait(timeout=30)
+
+    hook = studio.models.get().transformer.register_forward_hook(hold)
+    first = threading.Thread(target=studio.generate, args=(settings, "first"))
+    try:
+        first.start()
+        assert first_running.wait(timeout=30)
+        second = threading.Thread(target=studio.generate, args=(settings, "second"),
+                                  kwargs={"on_progress": lambda done, total, what: behind.append(what)})  # fmt: skip
+        second.start()
+        assert wait_for(lambda: behind)
+    finally:
+        release.set()
+        hook.remove()
+    first.join(timeout=60)
+    second.join(timeout=60)
+    assert behind[0] == "Waiting for 1 earlier generation" and "Denoising" not in behind[0]
+
+
+def test_a_leaving_visitor_stops_its_job_and_its_folder_goes_after_it(studio):
+    settings = GenerationSettings.from_ui(*ui_values(mode="t2a", num_inference_steps=50))
+    studio.generate(GenerationSettings.from_ui(*ui_values(mode="t2a", num_inference_steps=1)), "leaver")
+    folder = studio.session_dir("leaver")
+    assert any(folder.iterdir())  # an earlier result
+    step, release, outcome = threading.Event(), threading.Event(), {}
+
+    def hold(*_):
+        step.set()
+        release.wait(timeout=30)
+
+    def run():
+        try:
+            studio.generate(settings, "leaver")
+        except Exception as error:  # noqa: BLE001  # what the job ended with
+            outcome["error"] = error
+
+    hook = studio.models.get().transformer.register_forward_hook(hold)
+    worker = threading.Thread(target=run)
+    try:
+        worker.start()
+        assert step.wait(timeout=30)
+        studio.forget_session("leaver")  # the page was closed (Gradio's unload)
+        assert folder.exists()  # not deleted under the running job
+    finally:
+        release.set()
+        hook.remove()
+    worker.join(timeout=60)
+    assert isinstance(outcome["error"], GenerationCancelled) and not folder.exists()
+
+
+def wait_for(condition, timeout: float = 30) -> bool:
+    import time
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False

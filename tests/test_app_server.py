@@ -157,7 +157,7 @@ def test_results_are_stored_once_and_uploads_are_bounded(server):
     video = video.get("video") or video  # a Video's value, or its file itself
     path = Path(video["path"])
     assert studio.output_root.resolve() in path.resolve().parents  # served where it was written, not copied
-    assert path.exists() and not any(Path(demo.GRADIO_CACHE).rglob(path.name))
+    assert Path(demo.GRADIO_CACHE).resolve() not in path.resolve().parents and str(path) in video["url"]
     assert httpx.get(video["url"]).content == path.read_bytes()
     upload = httpx.post(url + "gradio_api/upload", files={"files": ("big.bin", b"0" * 2_000_000)})
     assert upload.status_code == 413  # --max-upload-mb 1
@@ -171,7 +171,7 @@ def test_results_are_stored_once_and_uploads_are_bounded(server):
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"negative_prompt": "blurry " * 150_000}, "Negative prompt is too long \\(1050000 characters; at most 2000\\)"),
+        ({"negative_prompt": "blurry " * 150_000}, "Negative prompt is too long \\(1050000 characters; at most 2000"),
         ({"duration": "long"}, "(?s)slider.*Expected a `float`, but the value passed .* was: 'long'"),  # Gradio's check
         # the sliders' ranges (Gradio checks them first) are the studio's limits (UI_LIMITS), as in its messages
         ({"duration": 9}, "Value 9 is greater than maximum value 5"),

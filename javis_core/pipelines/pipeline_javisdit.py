@@ -22,7 +22,7 @@ from transformers import PreTrainedModel
 
 from ..codecs.audio import AudioCodec, audio_latent_shape, num_audio_samples
 from .schedule import make_scheduler, official_shift, partial_sigmas
-from .requests import MODES, check_mode_supported, has_audio, has_video
+from .requests import check_mode_supported, has_audio, has_video
 from .requests import check_request as _check_request
 from .requests import resolve_size as _resolve_size
 from .sizes import FPS, SAMPLE_RATE

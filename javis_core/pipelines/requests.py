@@ -153,8 +153,9 @@ def resolve_size(resolution: str = "240p", aspect_ratio: str = "9:16", height: i
                                              f"{', '.join(RESOLUTIONS)} (got {resolution!r})")  # fmt: skip
         if aspect_ratio not in ASPECT_PRESETS and aspect_ratio not in ASPECT_RATIOS:
             allowed = ", ".join(list(ASPECT_PRESETS) + list(ASPECT_RATIOS))
-            raise RequestError("aspect_ratio", f"{names.get('aspect_ratio', 'aspect_ratio')} must be one of "
-                                               f"{allowed} (got {aspect_ratio!r}; ratios are height:width)")  # fmt: skip
+            name = names.get("aspect_ratio", "aspect_ratio")
+            raise RequestError("aspect_ratio", f"{name} must be one of {allowed} (got {aspect_ratio!r}; "
+                                               "ratios are height:width)")  # fmt: skip
         height, width = image_size(resolution, aspect_ratio)
     elif height is None or width is None:
         raise RequestError("height", "height and width must be given together")

@@ -48,8 +48,10 @@ class JobGate:
         with self._cond:
             mine = sum(owner == client for owner in self._owners.values())
             if mine >= self.per_client:
-                raise Rejected(f"You already have {mine} generation{'s' if mine > 1 else ''} running or waiting "
-                               f"(at most {self.per_client} per visitor): wait for one to finish, or cancel it.")  # fmt: skip
+                raise Rejected(
+                    f"You already have {mine} generation{'s' if mine > 1 else ''} running or waiting (at most "
+                    f"{self.per_client} per visitor): wait for one to finish, or cancel it."
+                )
             if len(self._line) - self.slots >= self.max_waiting:
                 raise Rejected(f"The studio is busy ({len(self._line)} generations running or waiting): try again "
                                "in a few minutes.")  # fmt: skip

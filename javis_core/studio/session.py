@@ -434,8 +434,11 @@ class Studio:
         with self._lock:
             self._jobs.setdefault(session, set()).add(cancel)
         try:
-            waiting = lambda ahead: report(0, 1, f"Waiting for {ahead} earlier generation{'s' if ahead > 1 else ''}")  # noqa: E731
-            with self.gate.turn(ticket, cancel, waiting, cancelled=lambda: GenerationCancelled("Generation cancelled.")):
+            def waiting(ahead: int) -> None:
+                report(0, 1, f"Waiting for {ahead} earlier generation{'s' if ahead > 1 else ''}")
+
+            stopped = lambda: GenerationCancelled("Generation cancelled.")  # noqa: E731
+            with self.gate.turn(ticket, cancel, waiting, cancelled=stopped):
                 if cancel.is_set():
                     raise GenerationCancelled("Generation cancelled.")
                 if choice not in self.models._pipes:
