@@ -324,7 +324,7 @@ def test_clearer_picture_noises_the_video_less_and_trains_only_the_audio_there(w
     with pytest.raises(ValueError, match=r"train.audio_given_video.probability must be a number in \[0, 1\], got 1.5"):
         train.load_config(CONFIGS / "tiny_stage2.yaml", [f"model.pretrained={world}", f"data.manifest={world}",
                                                           "train.audio_given_video.probability=1.5"])  # fmt: skip
-    typo = r"takes probability and video_noise_scale, got \['probability', 'probabilty', 'video_noise_scale'\]"
+    typo = r"unknown key train.audio_given_video.probabilty \(did you mean train.audio_given_video.probability\?\)"
     with pytest.raises(ValueError, match=typo):
         train.load_config(CONFIGS / "tiny_stage2.yaml", [f"model.pretrained={world}", f"data.manifest={world}",
                                                           "train.audio_given_video.probabilty=0.5"])  # fmt: skip

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import csv
 import json
 import logging
@@ -30,7 +29,6 @@ from types import SimpleNamespace
 from typing import Iterator
 
 import torch
-import yaml
 from accelerate import Accelerator
 from accelerate.utils import DistributedType, set_seed
 from diffusers.optimization import get_scheduler
@@ -42,7 +40,6 @@ from tqdm.auto import tqdm
 from ..audio_codec import AudioCodec
 from ..loading import load_audioldm2_components, load_wan_components
 from ..hub import resolve_weights
-from ..text_encoder import DEFAULT_NEGATIVE_PROMPT
 from . import cache as cache_lib
 from .data import (
     BucketTable,
@@ -51,6 +48,7 @@ from .data import (
     epoch_batches,
     read_manifest,
 )
+from .config import load_config
 from .dpo import av_dpo_loss
 from .objective import (
     cfg_dropout,
@@ -72,110 +70,6 @@ logger = logging.getLogger("javis_train")
 DATA_KINDS = {0: "av", 1: "audio", 2: "av", 3: "dpo"}
 PRETRAINED_FILES = ["config.json", "diffusion_pytorch_model*", "transformer/*"]  # Wan2.1 original or diffusers
 TRAINABLE_FILE = "trainable.safetensors"
-
-DEFAULTS: dict = {
-    "stage": 2,
-    "seed": 42,
-    "output_dir": "outputs/run",
-    "model": {
-        "pretrained": None,  # Wan2.1 (any layout load_transformer reads) or a joint checkpoint
-        "audio_weights": None,  # stage 2-3: the stage-1 output's transformer/ dir
-        "adapter": None,  # stage 3: the stage-2 output's lora/ dir
-        "wan": None,  # text encoder + video VAE (default: pretrained)
-        "audioldm2": None,  # audio VAE + vocoder
-        "lora": {"rank": 64, "alpha": 16, "dropout": 0.05},
-        "audio_pe_type": None,  # stages 2-3: override the audio position ids (e.g. "vanilla" for the ablation)
-        "frozen_dtype": "bf16",  # frozen weights are stored in this dtype; trainable ones stay fp32
-        "encoder_dtype": "bf16",
-        "gradient_checkpointing": True,
-    },
-    "data": {
-        "manifest": None,
-        "text_column": "text",
-        "fps": 16,
-        "buckets": {},
-        "num_workers": 4,
-        "probe_media": False,
-        "cache_dir": None,  # pre-extract latents + text embeddings here once (cache.py)
-        "text_max_length": 512,
-        "negative_prompt": DEFAULT_NEGATIVE_PROMPT,
-    },
-    "train": {
-        "epochs": 1,
-        "max_steps": None,
-        "lr": 1e-4,
-        "warmup_steps": 1000,
-        # "constant" after a linear warmup is the official schedule; any other name of diffusers'
-        # get_scheduler ("cosine", "linear", ...) decays over max_steps (the demo recipe uses "cosine").
-        "lr_schedule": "constant",
-        "betas": [0.9, 0.999],
-        "weight_decay": 0.0,
-        "eps": 1e-15,
-        "grad_clip": 1.0,
-        "gradient_accumulation_steps": 1,
-        "mixed_precision": "bf16",
-        "ema_decay": 0.99,
-        "cfg_dropout": 0.1,
-        "shift_scale": 5.0,
-        # Stage 2, demo-scale aid (not in the official recipe): with this probability a sample's video is noised
-        # to video_noise_scale x the audio's level and only its audio loss counts (objective.clearer_picture).
-        "audio_given_video": {"probability": 0.0, "video_noise_scale": 0.1},
-        "checkpoint_every": 1000,
-        "checkpoints_total_limit": None,
-        "log_every": 1,
-        "log_with": "auto",  # "tensorboard", "csv" (always written), "auto" = tensorboard when installed
-        "resume_from": None,  # "latest" or a checkpoint dir
-        "merge_lora": True,
-        # Debugging aid: draw the same t, noise and CFG dropout at every step (seeded), so that a model fed one
-        # batch can memorise it exactly; the classic "overfit one batch" check. Never for real training.
-        "fixed_noise": False,
-    },
-    "dpo": {"beta": {"audio": 1000.0, "video": 3000.0}, "sft_weight": 0.1},
-}
-
-
-# ---------------------------------------------------------------------------------------------------- config
-def _merge(base: dict, update: dict) -> dict:
-    merged = copy.deepcopy(base)
-    for key, value in (update or {}).items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict) and key != "buckets":
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
-def load_config(path: str | Path, overrides: list[str] = ()) -> dict:
-    """YAML config over DEFAULTS, then ``a.b=value`` overrides; relative paths stay relative to the cwd."""
-    config = _merge(DEFAULTS, yaml.safe_load(Path(path).read_text()) or {})
-    for override in overrides:
-        key, sep, raw = override.partition("=")
-        if not sep:
-            raise ValueError(f"override {override!r} must look like key.sub=value")
-        node = config
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        value = yaml.safe_load(raw)
-        if isinstance(value, str):  # YAML 1.1 reads "3e-3" as a string
-            try:
-                value = float(value)
-            except ValueError:
-                pass
-        node[leaf] = value
-    if config["stage"] not in (0, 1, 2, 3):
-        raise ValueError(f"stage must be 0 (video base), 1, 2 or 3, got {config['stage']!r}")
-    given = config["train"]["audio_given_video"]
-    if set(given) != set(DEFAULTS["train"]["audio_given_video"]):
-        raise ValueError(f"train.audio_given_video takes probability and video_noise_scale, got {sorted(given)}")
-    for key, value in given.items():
-        if not isinstance(value, (int, float)) or not 0 <= value <= 1:
-            raise ValueError(f"train.audio_given_video.{key} must be a number in [0, 1], got {value!r}")
-    for section, key in (("model", "pretrained"), ("data", "manifest")):
-        if not config[section][key]:
-            raise ValueError(f"config {path}: {section}.{key} is required")
-    return config
-
 
 def make_lr_scheduler(optimizer: torch.optim.Optimizer, train_cfg: dict) -> torch.optim.lr_scheduler.LRScheduler:
     warmup, name = train_cfg["warmup_steps"], train_cfg["lr_schedule"]
