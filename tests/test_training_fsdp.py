@@ -84,7 +84,7 @@ def inputs(world) -> Path:
 def saved_tensors(output_dir: Path) -> dict[str, torch.Tensor]:
     files = {"ema": output_dir / "ema.safetensors",
              "transformer": output_dir / "transformer" / "diffusion_pytorch_model.safetensors",
-             "lora": output_dir / "lora" / "pytorch_lora_weights.safetensors"}  # fmt: skip
+             "lora": output_dir / "lora" / "adapter_model.safetensors"}  # fmt: skip
     return {f"{kind}/{key}": value for kind, path in files.items() if path.exists()
             for key, value in load_file(str(path)).items()}  # fmt: skip
 

@@ -30,7 +30,7 @@ from typing import Iterator
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedType, set_seed
+from accelerate.utils import DistributedType, gather_object, set_seed
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import cast_training_params, free_memory
 from safetensors.torch import load_file, save_file
@@ -143,6 +143,19 @@ class CsvLog:
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+
+    def keep_until(self, step: int) -> None:
+        """Drop the rows after ``step`` (left by a run that went on past the checkpoint being resumed)."""
+        if not self.path.exists():
+            return
+        with self.path.open(newline="") as handle:
+            rows = list(csv.reader(handle))
+        kept = rows[:1] + [row for row in rows[1:] if row and int(row[0]) <= step]
+        if step == 0 or len(kept) == 1:
+            self.path.unlink()
+            return
+        with self.path.open("w", newline="") as handle:
+            csv.writer(handle).writerows(kept)
 
     def write(self, step: int, metrics: dict) -> None:
         new = not self.path.exists()
@@ -337,14 +350,14 @@ def main(argv: list[str] | None = None) -> int:
     config = load_config(args.config, args.overrides)
     stage, output_dir = config["stage"], Path(config["output_dir"])
     train_cfg, data_cfg, model_cfg = config["train"], config["data"], config["model"]
-    log_with = train_cfg["log_with"]
+    log_with, tensorboard_missing = train_cfg["log_with"], False
     if log_with == "auto":
         try:
             import tensorboard  # noqa: F401
 
             log_with = "tensorboard"
         except ImportError:
-            log_with = None
+            log_with, tensorboard_missing = None, True
     accelerator = Accelerator(
         mixed_precision=train_cfg["mixed_precision"] if train_cfg["mixed_precision"] != "fp32" else "no",
         gradient_accumulation_steps=train_cfg["gradient_accumulation_steps"],
@@ -354,6 +367,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     logging.basicConfig(level=logging.INFO if accelerator.is_main_process else logging.WARNING,
                         format="%(asctime)s %(name)s: %(message)s")  # fmt: skip
+    if tensorboard_missing and accelerator.is_main_process:
+        logger.warning("TENSORBOARD IS NOT INSTALLED: metrics go to logs/metrics.csv only (pip install tensorboard)")
     set_seed(config["seed"])
     device = accelerator.device
 
@@ -376,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
     rows, problems = read_manifest(data_cfg["manifest"], kind, buckets, data_cfg["text_column"], data_cfg["fps"],
                                    data_cfg["probe_media"])  # fmt: skip
     if problems and accelerator.is_main_process:
-        logger.warning("%d manifest row(s) left out (see the warnings above)", len(problems))
+        logger.warning("%d manifest row(s) left out before training (see the warnings above)", len(problems))
     dataset, fixed_buckets = ManifestDataset(rows, kind, fps=data_cfg["fps"]), kind == "dpo"
     if data_cfg["cache_dir"]:
         cache_dir = Path(data_cfg["cache_dir"])
@@ -429,6 +444,9 @@ def main(argv: list[str] | None = None) -> int:
     if accelerator.is_main_process and log_with not in (None, "csv"):
         accelerator.init_trackers("javisdit_train", config={"stage": stage, "lr": train_cfg["lr"]})
     csv_log = CsvLog(output_dir / "logs" / "metrics.csv")
+    if accelerator.is_main_process:
+        csv_log.keep_until(state.step)  # a resumed (or restarted) run rewrites the steps after its checkpoint
+    read_skips: list[str] = []  # samples whose files turned out unreadable at read time
     progress = tqdm(total=max_steps, initial=state.step, disable=not accelerator.is_main_process, desc=f"stage {stage}")
     started = time.time()
 
@@ -441,6 +459,7 @@ def main(argv: list[str] | None = None) -> int:
         finished_epoch = True
         for batch in loader:
             state.batch_in_epoch += 1
+            read_skips += batch["errors"]
             if batch["size"] == 0:
                 continue
             with fixed_draws(config["seed"], device) if train_cfg["fixed_noise"] else contextlib.nullcontext():
@@ -481,6 +500,7 @@ def main(argv: list[str] | None = None) -> int:
     progress.close()
 
     accelerator.wait_for_everyone()
+    read_skips = sorted(set(gather_object(read_skips)))
     ema_weights = ema.full_shadow() if ema is not None else None
     final = export_model(accelerator, unwrapped, config, pretrained)
     if accelerator.is_main_process:
@@ -488,7 +508,11 @@ def main(argv: list[str] | None = None) -> int:
             save_file({k: v.contiguous() for k, v in ema_weights.items()}, str(output_dir / "ema.safetensors"))
         written = save_stage_outputs(final, stage, output_dir, train_cfg["merge_lora"])
         summary = {"stage": stage, "steps": state.step, "seconds": round(time.time() - started, 2),
-                   "outputs": [str(p) for p in written], "skipped_rows": [str(p) for p in problems]}  # fmt: skip
+                   "outputs": [str(p) for p in written], "rows_left_out": len(problems) + len(read_skips),
+                   "skipped_rows": [str(p) for p in problems], "skipped_at_read_time": read_skips}  # fmt: skip
+        if read_skips:
+            logger.warning("%d sample(s) left out at read time (unreadable or too short files): %s", len(read_skips),
+                           "; ".join(read_skips[:5]))  # fmt: skip
         (output_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         logger.info("done: %s", summary)
     accelerator.end_training()
