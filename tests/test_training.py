@@ -260,7 +260,7 @@ def test_bad_manifest_rows_are_reported_and_skipped(world, tmp_path):
     assert "row 2" in summary and "row 3" in summary
 
 
-@pytest.mark.parametrize(("name", "kind"), [("ddp", "MULTI_GPU"), ("fsdp", "FSDP"), ("deepspeed_zero2", "DEEPSPEED")])
+@pytest.mark.parametrize(("name", "kind"), [("ddp", "MULTI_GPU"), ("fsdp", "FSDP")])
 def test_accelerate_configs_are_valid(name, kind):
     from accelerate.commands.config.config_args import load_config_from_file
 

@@ -35,7 +35,8 @@ def run(world: Path, out: str, *overrides: str) -> Path:
     args = ["--config", str(REPO / "training" / "configs" / "tiny_stage1.yaml"), f"output_dir={world / out}",
             f"model.pretrained={models / 'wan'}", f"model.wan={models / 'wan'}",
             f"model.audioldm2={models / 'audioldm2'}", f"data.manifest={world / 'data' / 'audio_broken.csv'}",
-            "train.lr=2e-3", "train.warmup_steps=2", "train.checkpoint_every=2", *overrides]  # fmt: skip
+            "train.lr=2e-3", "train.warmup_steps=2", "train.checkpoint_every=2", "train.log_with=auto",
+            *overrides]  # fmt: skip
     assert runner.main(args) == 0
     return world / out
 
@@ -49,6 +50,7 @@ def test_a_run_logs_each_steps_rate_and_counts_unreadable_files(world):
     out = run(world, "run", "train.max_steps=3")
     rows = metric_rows(out)
     assert [int(row["step"]) for row in rows] == [1, 2, 3]
+    assert list(out.glob("javisdit_train/events.out.tfevents.*")), "no TensorBoard events"  # log_with: auto
     # constant schedule after a linear warmup of 2: the steps use 1/3, 2/3 and 3/3 of the rate
     assert [float(row["lr"]) for row in rows] == pytest.approx([2e-3 / 3, 4e-3 / 3, 2e-3])
 

@@ -1,0 +1,490 @@
+"""The Gradio studio's logic without Gradio: settings validation, lazy model loading, generation and its files.
+
+``app.py`` only lays out the page and turns :class:`StudioError` into ``gr.Error``; everything a user can get
+wrong, and everything that can fail while loading or sampling, is decided here so it can be tested directly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import re
+import shlex
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from .hub import AUDIOLDM2_REPO, JAVISDIT_REPO, WAN_REPO
+from .sizes import (
+    ASPECT_PRESETS,
+    ASPECT_RATIOS,
+    DURATIONS,
+    FPS,
+    RESOLUTIONS,
+    SAMPLE_RATE,
+    frames_for_duration,
+    image_size,
+)
+from .text_encoder import DEFAULT_NEGATIVE_PROMPT
+from .utils import best_device
+
+logger = logging.getLogger("javis_studio")
+
+MODE_CHOICES = [("Audio + video", "t2av"), ("Audio only", "t2a"), ("Video only", "t2v")]
+MAX_PROMPT_CHARS = 2000
+MAX_STEPS = 200
+MAX_GUIDANCE = 50.0
+MAX_SHIFT = 100.0
+MAX_SEED = 2**32 - 1
+_OUT_OF_MEMORY = (getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError),)
+
+
+class StudioError(Exception):
+    """A problem to show the user as is (bad setting, missing weights, out of memory, cancelled)."""
+
+
+class GenerationCancelled(StudioError):
+    pass
+
+
+# ---------------------------------------------------------------------------------------------- choices
+def aspect_choices(resolution: str) -> list[tuple[str, str]]:
+    """(label, value) pairs: the three presets first, then every other official ratio, labelled width x height."""
+    choices = []
+    for name, ratio in ASPECT_PRESETS.items():
+        height, width = image_size(resolution, ratio)
+        choices.append((f"{name.capitalize()} · {width}×{height}", name))
+    presets = set(ASPECT_PRESETS.values())
+    for ratio in sorted(set(ASPECT_RATIOS) - presets, key=ASPECT_RATIOS.get):
+        height, width = image_size(resolution, ratio)
+        h, w = ratio.split(":")
+        choices.append((f"{w}:{h} · {width}×{height}", ratio))
+    return choices
+
+
+def random_seed() -> int:
+    return random.randint(0, MAX_SEED)
+
+
+# ---------------------------------------------------------------------------------------------- settings
+def _show(number: float) -> str:
+    return str(int(number)) if float(number).is_integer() else f"{number:g}"
+
+
+def _number(label: str, value, low: float, high: float, *, integer: bool = False, low_open: bool = False) -> float:
+    """``value`` as a number within [low, high] (or (low, high]); the error names the control by its label."""
+    kind = "a whole number" if integer else "a number"
+    bounds = f"{'above' if low_open else 'from'} {_show(low)} {'up ' if low_open else ''}to {_show(high)}"
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise StudioError(f"{label} must be {kind} {bounds} (got {value!r})") from None
+    too_low = number <= low if low_open else number < low
+    if math.isnan(number) or too_low or number > high or (integer and not number.is_integer()):
+        raise StudioError(f"{label} must be {kind} {bounds} (got {value!r})")
+    return int(number) if integer else number
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """One validated request, in the pipeline's terms; ``to_dict`` is the settings JSON shown with a result."""
+
+    prompt: str
+    mode: str = "t2av"
+    duration: float = 4.0
+    resolution: str = "240p"
+    aspect_ratio: str = "landscape"
+    guidance_scale: float = 5.0
+    audio_guidance_scale: float = 5.0
+    num_inference_steps: int = 50
+    shift: float | None = None  # None: the official formula for the size and length
+    seed: int = 42
+    negative_prompt: str | None = None  # None: the official default for the mode
+
+    @classmethod
+    def from_ui(
+        cls,
+        prompt: str | None,
+        negative_prompt: str | None = DEFAULT_NEGATIVE_PROMPT,
+        mode: str = "t2av",
+        duration: float = 4,
+        resolution: str = "240p",
+        aspect_ratio: str = "landscape",
+        guidance_scale: float = 5.0,
+        audio_guidance_scale: float | None = None,
+        link_guidance: bool = True,
+        num_inference_steps: int = 50,
+        shift: float | None = 0,
+        seed: int | None = 42,
+        randomize_seed: bool = False,
+    ) -> GenerationSettings:
+        """Validate what the page (or an API caller) sent. ``shift`` 0/None means automatic, an untouched
+        default negative prompt means the mode's default, ``link_guidance`` reuses the video scale for audio."""
+        prompt = (prompt or "").strip()
+        if not prompt:
+            raise StudioError("Prompt is empty: describe what should be seen and heard.")
+        if len(prompt) > MAX_PROMPT_CHARS:
+            raise StudioError(f"Prompt is too long ({len(prompt)} characters; at most {MAX_PROMPT_CHARS}).")
+        modes = [value for _, value in MODE_CHOICES]
+        if mode not in modes:
+            raise StudioError(f"Mode must be one of {', '.join(modes)} (got {mode!r})")
+        duration = _number("Duration (s)", duration, *DURATIONS)
+        if resolution not in RESOLUTIONS:
+            raise StudioError(f"Resolution must be one of {', '.join(RESOLUTIONS)} (got {resolution!r})")
+        if aspect_ratio not in ASPECT_PRESETS and aspect_ratio not in ASPECT_RATIOS:
+            allowed = ", ".join(list(ASPECT_PRESETS) + list(ASPECT_RATIOS))
+            raise StudioError(f"Aspect ratio must be one of {allowed} (got {aspect_ratio!r})")
+        guidance_scale = _number("Guidance (video)", guidance_scale, 0, MAX_GUIDANCE)
+        if link_guidance or audio_guidance_scale is None:
+            audio_guidance_scale = guidance_scale
+        audio_guidance_scale = _number("Guidance (audio)", audio_guidance_scale, 0, MAX_GUIDANCE)
+        steps = _number("Steps", num_inference_steps, 1, MAX_STEPS, integer=True)
+        shift_value = None if shift in (None, 0, 0.0, "") else _number("Shift", shift, 0, MAX_SHIFT, low_open=True)
+        if randomize_seed or seed is None or seed == "":
+            seed = random_seed()
+        seed = _number("Seed", seed, 0, MAX_SEED, integer=True)
+        if negative_prompt is not None and negative_prompt.strip() == DEFAULT_NEGATIVE_PROMPT:
+            negative_prompt = None
+        return cls(
+            prompt=prompt, mode=mode, duration=duration, resolution=resolution, aspect_ratio=aspect_ratio,
+            guidance_scale=guidance_scale, audio_guidance_scale=audio_guidance_scale, num_inference_steps=steps,
+            shift=shift_value, seed=seed, negative_prompt=negative_prompt,
+        )  # fmt: skip
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(height, width) in pixels."""
+        return image_size(self.resolution, self.aspect_ratio)
+
+    def pipeline_kwargs(self) -> dict:
+        kwargs = {name: getattr(self, name) for name in (
+            "prompt", "negative_prompt", "mode", "resolution", "aspect_ratio", "duration", "num_inference_steps",
+            "guidance_scale", "audio_guidance_scale", "shift")}  # fmt: skip
+        # the CLI seeds a CPU generator the same way, so its command (cli_command) reproduces this result exactly
+        return kwargs | {"generator": torch.Generator("cpu").manual_seed(self.seed)}
+
+    def cli_command(self, model: ModelConfig, demo: bool = False) -> str:
+        """The ``python -m javis_core.generate`` line that regenerates this result (``demo``: with the demo model)."""
+        args = ["python", "-m", "javis_core.generate", "--prompt", self.prompt, "--mode", self.mode,
+                "--duration", f"{self.duration:g}", "--resolution", self.resolution,
+                "--aspect-ratio", self.aspect_ratio, "--steps", str(self.num_inference_steps),
+                "--guidance", f"{self.guidance_scale:g}", "--seed", str(self.seed)]  # fmt: skip
+        if self.audio_guidance_scale != self.guidance_scale:
+            args += ["--audio-guidance", f"{self.audio_guidance_scale:g}"]
+        if self.shift is not None:
+            args += ["--shift", f"{self.shift:g}"]
+        if self.negative_prompt is not None:
+            args += ["--negative-prompt", self.negative_prompt]
+        if demo:
+            args += ["--model", "demo"]
+        else:
+            for flag, value, default in (("--model", model.model, JAVISDIT_REPO), ("--wan", model.wan, WAN_REPO),
+                                         ("--audioldm2", model.audioldm2, AUDIOLDM2_REPO)):  # fmt: skip
+                if str(value) != default:
+                    args += [flag, str(value)]
+            if model.dtype:
+                args += ["--dtype", model.dtype]
+        return shlex.join(args + ["--out", "clip.wav" if self.mode == "t2a" else "clip.mp4"])
+
+    @property
+    def num_frames(self) -> int:
+        return frames_for_duration(self.duration)
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"num_frames": self.num_frames}
+
+
+# ---------------------------------------------------------------------------------------------- model
+@dataclass(frozen=True)
+class ModelConfig:
+    """Where the weights are and how to place them (the app's start-up flags)."""
+
+    model: str = JAVISDIT_REPO
+    wan: str = WAN_REPO
+    audioldm2: str = AUDIOLDM2_REPO
+    device: str = field(default_factory=best_device)
+    dtype: str | None = None  # None: bf16 on accelerators, fp32 on CPU
+    offload: bool = False
+    vae_tiling: bool = False
+
+    @property
+    def dtype_name(self) -> str:
+        from .loading import default_dtype
+        from .utils import parse_dtype
+
+        dtype = parse_dtype(self.dtype) if self.dtype else default_dtype(self.device)
+        return str(dtype).removeprefix("torch.")
+
+
+FULL_MODEL, DEMO_MODEL = "JavisDiT++ (full weights)", "Offline demo (small, CPU)"
+# The page's starting values for each model; the demo's are what it was trained and evaluated on (demo_model.py).
+FULL_DEFAULTS = {"duration": 4, "steps": 50, "resolution": "240p", "aspect_ratio": "landscape"}
+
+
+def full_weights_present(config: ModelConfig) -> bool:
+    """The release, Wan2.1 and AudioLDM2 are local dirs or already in the hub cache (nothing to download)."""
+    from .hub import AUDIOLDM2_FILES, JAVISDIT_FILES, WAN_DIFFUSERS_FILES, WAN_FILES, weights_present
+
+    if (Path(config.model) / "model_index.json").exists():
+        return True
+    return (weights_present(config.model, JAVISDIT_FILES) and weights_present(config.wan, WAN_FILES + WAN_DIFFUSERS_FILES)
+            and weights_present(config.audioldm2, AUDIOLDM2_FILES))  # fmt: skip
+
+
+class ModelManager:
+    """Loads the pipeline once, on first use, and remembers why it failed (a later call tries again).
+
+    With ``demo_dir`` (a demo model dir, see ``demo_model.py``) the offline demo model is a second choice: it is
+    the starting one when the full weights are not present, and :meth:`select` switches between the two.
+    """
+
+    def __init__(self, config: ModelConfig, loader: Callable | None = None, demo_dir: str | Path | None = None,
+                 demo_loader: Callable | None = None, full_present: bool | None = None):  # fmt: skip
+        from .demo_model import demo_available
+
+        self.config = config
+        self._loader = loader
+        self._demo_loader = demo_loader
+        self.demo_dir = Path(demo_dir) if demo_dir is not None and demo_available(demo_dir) else None
+        self.full_present = full_weights_present(config) if full_present is None else full_present
+        self.use_demo = self.demo_dir is not None and not self.full_present
+        self._pipe = None
+        self._error: str | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def loaded(self) -> bool:
+        return self._pipe is not None
+
+    @property
+    def choices(self) -> list[str]:
+        return [FULL_MODEL, DEMO_MODEL] if self.demo_dir is not None else [FULL_MODEL]
+
+    @property
+    def choice(self) -> str:
+        return DEMO_MODEL if self.use_demo else FULL_MODEL
+
+    @property
+    def defaults(self) -> dict:
+        """Duration, steps, resolution and aspect preset the current model is best used with."""
+        if not self.use_demo:
+            return dict(FULL_DEFAULTS)
+        from .demo_model import DEMO_DURATION, DEMO_SIZE, DEMO_STEPS
+
+        return {"duration": DEMO_DURATION, "steps": DEMO_STEPS, **DEMO_SIZE}
+
+    def select(self, choice: str) -> str:
+        """Switch between the full and the demo model (the other one is dropped); returns the new status."""
+        if choice not in self.choices:
+            raise StudioError(f"model must be one of {', '.join(self.choices)} (got {choice!r})")
+        with self._lock:
+            if (choice == DEMO_MODEL) != self.use_demo:
+                self.use_demo, self._pipe, self._error = choice == DEMO_MODEL, None, None
+        return self.status_markdown()
+
+    def status_markdown(self) -> str:
+        c = self.config
+        if self._pipe is not None:
+            state = "**loaded**"
+        elif self._error:
+            state = "**not loaded**: " + self._error.splitlines()[0]
+        else:
+            state = "loads on the first Generate"
+        if self.use_demo:
+            note = "" if self.full_present else " The full JavisDiT++ weights were not found, so the demo model is used."
+            return (f"**Model** offline demo (`{self.demo_dir.name}`: a small JavisDiT++ trained on balls, lights and "
+                    f"drums in red, green, blue and yellow; best at 240p landscape, 2 s) · **device** `cpu` · "
+                    f"{state}.{note}")  # fmt: skip
+        where = f"{c.device} (CPU offload)" if c.offload else c.device
+        return f"**Model** `{c.model}` · **device** `{where}` · **dtype** `{c.dtype_name}` · {state}"
+
+    def get(self):
+        """The pipeline; a StudioError says exactly what is missing and how to get it."""
+        from .checkpoints import CheckpointError
+        from .hub import WeightsNotFoundError
+
+        with self._lock:
+            if self._pipe is not None:
+                return self._pipe
+            c = self.config
+            loader = self._loader
+            if loader is None:
+                from .loading import load_pipeline as loader
+            started = time.perf_counter()
+            try:
+                if self.use_demo:
+                    from .demo_model import load_demo_pipeline
+
+                    self._pipe = (self._demo_loader or load_demo_pipeline)(self.demo_dir)
+                else:
+                    self._pipe = loader(
+                        model=c.model, wan=c.wan, audioldm2=c.audioldm2, device=c.device, torch_dtype=c.dtype,
+                        offload=c.offload, vae_tiling=c.vae_tiling,
+                    )  # fmt: skip
+            except (WeightsNotFoundError, CheckpointError, ValueError, OSError, ImportError) as error:
+                self._error = f"Could not load the model. {error}"
+                raise StudioError(self._error) from error
+            except _OUT_OF_MEMORY as error:
+                self._error = (
+                    f"Out of memory while loading the model on {c.device}: start with --offload or --dtype bf16"
+                )
+                raise StudioError(self._error) from error
+            self._error = None
+            logger.info("pipeline loaded in %.1f s", time.perf_counter() - started)
+            return self._pipe
+
+
+# ---------------------------------------------------------------------------------------------- generation
+@dataclass
+class GenerationResult:
+    video: Path | None  # mp4 (with sound unless video-only)
+    audio: Path | None  # wav of the soundtrack
+    settings: dict
+
+    @property
+    def download(self) -> Path:
+        return self.video or self.audio
+
+
+def _slug(text: str, length: int = 40) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:length].strip("-") or "clip"
+
+
+class Studio:
+    """Runs one generation at a time, per-session output folders, cancellation by session."""
+
+    def __init__(self, models: ModelManager, output_root: str | Path):
+        self.models = models
+        self.output_root = Path(output_root)
+        self._run_lock = threading.Lock()
+        self._cancel_events: dict[str, threading.Event] = {}
+        self._counter = 0
+
+    def session_dir(self, session: str) -> Path:
+        return self.output_root / (re.sub(r"[^A-Za-z0-9_-]", "", session) or "default")
+
+    def cancel(self, session: str) -> bool:
+        """Stop the session's running (or waiting) generation after the current step; False if none."""
+        event = self._cancel_events.get(session)
+        if event is None:
+            return False
+        event.set()
+        if self.models.loaded:
+            self.models.get().interrupt_generation()
+        return True
+
+    def generate(
+        self, settings: GenerationSettings, session: str = "default", on_progress: Callable | None = None
+    ) -> GenerationResult:
+        """Sample, then write the mp4 and/or wav under this session's folder. ``on_progress(done, total, what)``."""
+        report = on_progress or (lambda done, total, what: None)
+        cancel = self._cancel_events[session] = threading.Event()
+        try:
+            report(0, 1, "Loading the model")
+            pipe = self.models.get()
+            report(0, 1, "Waiting for the previous generation")
+            with self._run_lock:
+                if cancel.is_set():
+                    raise GenerationCancelled("Generation cancelled.")
+                return self._run(pipe, settings, session, cancel, report)
+        finally:
+            self._cancel_events.pop(session, None)
+
+    def _run(self, pipe, settings, session, cancel, report) -> GenerationResult:
+        from .media import write_video, write_wav
+        from .schedule import official_shift
+
+        total = settings.num_inference_steps
+
+        def on_step_end(pipe, step, timestep, tensors):
+            report(step + 1, total, "Denoising" if step + 1 < total else "Decoding video and audio")
+            if cancel.is_set():  # raising here also skips decoding half-denoised latents
+                logger.info("generation cancelled after step %d of %d", step + 1, total)
+                raise GenerationCancelled("Generation cancelled.")
+            return {}
+
+        started = time.perf_counter()
+        try:
+            output = pipe(**settings.pipeline_kwargs(), callback_on_step_end=on_step_end)
+        except GenerationCancelled:
+            pipe.maybe_free_model_hooks()
+            raise
+        except _OUT_OF_MEMORY as error:
+            self._free_memory()
+            height, width = settings.size
+            raise StudioError(
+                f"Out of memory on {self.models.config.device} at {width}×{height}, {settings.duration:g} s. "
+                "Try a lower resolution or a shorter duration, or restart the app with --offload "
+                "(and --dtype bf16 if you use fp32)."
+            ) from error
+        except ValueError as error:
+            raise StudioError(f"Invalid setting: {error}") from error
+        except RuntimeError as error:
+            if "out of memory" in str(error).lower():
+                self._free_memory()
+                raise StudioError("Out of memory: try a lower resolution or a shorter duration.") from error
+            raise
+        elapsed = time.perf_counter() - started
+
+        folder = self.session_dir(session)
+        folder.mkdir(parents=True, exist_ok=True)
+        self._counter += 1
+        stem = folder / f"{self._counter:04d}-{_slug(settings.prompt)}-{settings.seed}"
+        audio = None if output.audio is None else output.audio[0]
+        video_path = audio_path = None
+        if output.frames is not None:
+            video_path = Path(write_video(stem.with_suffix(".mp4"), output.frames[0], fps=FPS, audio=audio,
+                                          sample_rate=SAMPLE_RATE))  # fmt: skip
+        if audio is not None:
+            audio_path = Path(write_wav(stem.with_suffix(".wav"), audio, SAMPLE_RATE))
+        height, width = settings.size
+        frames_shape = None if output.frames is None else output.frames.shape[2:4]  # may be rounded up to /16
+        record = settings.to_dict() | {
+            "height": None if frames_shape is None else int(frames_shape[0]),
+            "width": None if frames_shape is None else int(frames_shape[1]),
+            "shift": settings.shift or official_shift(height, width, settings.num_frames),
+            "shift_automatic": settings.shift is None,
+            "model": "demo" if self.models.use_demo else self.models.config.model,
+            "device": "cpu" if self.models.use_demo else self.models.config.device,
+            "dtype": "float32" if self.models.use_demo else self.models.config.dtype_name,
+            "seconds": round(elapsed, 1),
+            "command": settings.cli_command(self.models.config, demo=self.models.use_demo),
+        }
+        stem.with_suffix(".json").write_text(json.dumps(record, indent=1, ensure_ascii=False), encoding="utf-8")
+        return GenerationResult(video=video_path, audio=audio_path, settings=record)
+
+    @staticmethod
+    def _free_memory() -> None:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def video_thumbnail(video: str | Path, out: str | Path, max_side: int = 320) -> Path:
+    """The middle frame of ``video`` as a small JPEG (history thumbnails)."""
+    import av
+
+    with av.open(str(video)) as container:
+        stream = container.streams.video[0]
+        middle = (stream.frames or 1) // 2
+        for index, frame in enumerate(container.decode(stream)):
+            image = frame.to_image()
+            if index >= middle:
+                break
+    image.thumbnail((max_side, max_side))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    image.save(out, quality=85)
+    return out
+
+
+def estimate_gpu_seconds(num_inference_steps: int, resolution: str, duration: float) -> int:
+    """A generous ZeroGPU time budget in seconds (model moves + steps x video tokens + decoding), 60 to 300."""
+    tokens = {"240p": 7_000, "360p": 15_000}.get(resolution, 27_000) * float(duration) / 4
+    per_step = 0.25 * (tokens / 7_000) ** 1.3  # attention grows faster than linearly with the token count
+    return int(min(300, max(60, 30 + int(num_inference_steps) * per_step * 1.3 + 10 * float(duration))))

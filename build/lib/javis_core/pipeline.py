@@ -1,0 +1,358 @@
+"""`JavisDiTPipeline`: text to a short video with its own synchronized soundtrack (JavisDiT++).
+
+Components: the JavisDiT++ transformer, a flow-matching scheduler, umT5 (text), the Wan2.1 VAE (video),
+AudioLDM2's mel VAE and HiFi-GAN vocoder (audio). Sampling follows the official rectified-flow loop (spec 5):
+shifted sigmas from the requested size, one batched forward for prompt and negative prompt, classifier-free
+guidance (one scale for both modalities by default), Euler steps from noise (sigma 1) to data (sigma 0).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from diffusers import AutoencoderKL, AutoencoderKLWan, DiffusionPipeline
+from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
+from diffusers.utils import BaseOutput
+from diffusers.utils.torch_utils import randn_tensor
+from transformers import SpeechT5HifiGan, UMT5EncoderModel
+
+from .audio_codec import AudioCodec, audio_latent_shape, num_audio_samples
+from .schedule import make_scheduler, official_shift, partial_sigmas
+from .sizes import (
+    FPS,
+    SAMPLE_RATE,
+    check_num_frames,
+    frames_for_duration,
+    image_size,
+)
+from .text_encoder import DEFAULT_NEGATIVE_PROMPT, VIDEO_ONLY_NEGATIVE_PROMPT, TextEncoder
+from .transformer import JavisDiTTransformer3DModel
+from .video_codec import VideoCodec, spatial_stride_of, video_latent_shape
+
+MODES = ("t2av", "t2a", "t2v")
+OUTPUT_TYPES = ("np", "pt", "latent")
+
+
+@dataclass
+class JavisDiTPipelineOutput(BaseOutput):
+    """``frames``: (B, T, H, W, 3) in [0, 1] (numpy for "np", torch for "pt"), or video latents for "latent";
+    ``audio``: (B, N) waveform at ``sample_rate`` (or audio latents); either is None when its mode is off."""
+
+    frames: np.ndarray | torch.Tensor | None
+    audio: np.ndarray | torch.Tensor | None
+    sample_rate: int = SAMPLE_RATE
+    fps: int = FPS
+
+
+def _guided(velocity: torch.Tensor, scale: float, do_cfg: bool) -> torch.Tensor:
+    """Classifier-free guidance on a [cond; uncond] batch: v_u + s (v_c - v_u) (spec 5)."""
+    velocity = velocity.float()
+    if not do_cfg:
+        return velocity
+    cond, uncond = velocity.chunk(2)
+    return uncond + scale * (cond - uncond)
+
+
+class JavisDiTPipeline(DiffusionPipeline):
+    model_cpu_offload_seq = "text_encoder->transformer->vae->audio_vae->vocoder"
+    _optional_components = ["text_encoder", "tokenizer", "vae", "audio_vae", "vocoder"]
+    _callback_tensor_inputs = ["latents", "audio_latents", "prompt_embeds", "negative_prompt_embeds"]
+
+    def __init__(
+        self,
+        transformer: JavisDiTTransformer3DModel,
+        scheduler,
+        text_encoder: UMT5EncoderModel | None = None,
+        tokenizer=None,
+        vae: AutoencoderKLWan | None = None,
+        audio_vae: AutoencoderKL | None = None,
+        vocoder: SpeechT5HifiGan | None = None,
+    ):
+        super().__init__()
+        self.register_modules(
+            transformer=transformer,
+            scheduler=scheduler,
+            text_encoder=text_encoder,
+            tokenizer=tokenizer,
+            vae=vae,
+            audio_vae=audio_vae,
+            vocoder=vocoder,
+        )
+        self._interrupt = False
+
+    @property
+    def interrupt(self) -> bool:
+        return self._interrupt
+
+    def interrupt_generation(self) -> None:
+        """Stop the running denoising loop after the current step (safe to call from another thread)."""
+        self._interrupt = True
+
+    # ------------------------------------------------------------------ text
+    def encode_prompt(
+        self, prompts: list[str], device: torch.device, max_sequence_length: int = 512
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """umT5 features (B, L, 4096) with padded positions zeroed, and the token mask (B, L)."""
+        if self.text_encoder is None or self.tokenizer is None:
+            raise ValueError("this pipeline has no text encoder: pass prompt_embeds / negative_prompt_embeds")
+        encoder = TextEncoder(self.text_encoder, self.tokenizer)
+        return encoder.encode(prompts, max_sequence_length, device=device, dtype=self.transformer.dtype)
+
+    # ------------------------------------------------------------------ validation
+    @staticmethod
+    def check_request(prompt, mode, num_inference_steps, guidance_scale, audio_guidance_scale, shift,
+                      prompt_embeds=None) -> None:  # fmt: skip
+        """Validate what a user asks for before any weights are needed (the CLI and the app call this first)."""
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)} (got {mode!r})")
+        if prompt_embeds is None:
+            prompts = [prompt] if isinstance(prompt, str) else prompt
+            if not prompts or not all(isinstance(p, str) and p.strip() for p in prompts):
+                raise ValueError("prompt must be a non-empty string (or a list of them)")
+        if not isinstance(num_inference_steps, int) or not 1 <= num_inference_steps <= 1000:
+            raise ValueError(f"num_inference_steps must be an integer from 1 to 1000 (got {num_inference_steps!r})")
+        for name, value in (("guidance_scale", guidance_scale), ("audio_guidance_scale", audio_guidance_scale)):
+            if value is not None and not (isinstance(value, (int, float)) and 0 <= value <= 50):
+                raise ValueError(f"{name} must be a number from 0 to 50 (got {value!r})")
+        if shift is not None and not (isinstance(shift, (int, float)) and 0 < shift <= 100):
+            raise ValueError(f"shift must be a number in (0, 100] (got {shift!r})")
+
+    def check_inputs(self, prompt, prompt_embeds, mode, num_inference_steps, guidance_scale, audio_guidance_scale,
+                     shift, output_type, callback_tensor_inputs) -> None:  # fmt: skip
+        self.check_request(prompt, mode, num_inference_steps, guidance_scale, audio_guidance_scale, shift,
+                           prompt_embeds)  # fmt: skip
+        config_type = self.transformer.config.model_type
+        if config_type != "t2av" and mode != config_type:
+            raise ValueError(f"mode {mode!r} needs a t2av transformer; the loaded one is {config_type!r}")
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type must be one of {', '.join(OUTPUT_TYPES)} (got {output_type!r})")
+        unknown = set(callback_tensor_inputs) - set(self._callback_tensor_inputs)
+        if unknown:
+            raise ValueError(f"callback_on_step_end_tensor_inputs may only hold {self._callback_tensor_inputs}")
+
+    @staticmethod
+    def resolve_size(resolution, aspect_ratio, height, width, duration, num_frames) -> tuple[int, int, int]:
+        """(height, width, num_frames) from the official tables, or explicit values (decoded rounded up to 16)."""
+        if height is None and width is None:
+            height, width = image_size(resolution, aspect_ratio)
+        elif height is None or width is None:
+            raise ValueError("height and width must be given together")
+        else:
+            for name, value in (("height", height), ("width", width)):
+                if not isinstance(value, int) or not 16 <= value <= 1280:
+                    raise ValueError(f"{name} must be an integer from 16 to 1280 (got {value!r})")
+        if num_frames is not None and duration is not None:
+            raise ValueError("give either duration or num_frames, not both")
+        frames = check_num_frames(num_frames) if num_frames is not None else frames_for_duration(duration or 4)
+        return height, width, frames
+
+    # ------------------------------------------------------------------ latents
+    def latent_shapes(self, height: int, width: int, num_frames: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """Per-sample shapes of the video and audio noise for a request: what ``latents`` and ``audio_latents``
+        must look like, without the batch dimension."""
+        video = video_latent_shape(num_frames, height, width, self.transformer.config.in_channels,
+                                   spatial_stride_of(self.vae))  # fmt: skip
+        return video, audio_latent_shape(num_frames)
+
+    @staticmethod
+    def sampling_sigmas(num_inference_steps: int, height: int, width: int, num_frames: int,
+                        shift: float | None = None, denoise: float = 1.0) -> list[float]:  # fmt: skip
+        """The noise levels the sampler steps from, one per step (the official shifted schedule for the request
+        size and length unless ``shift`` is given); after the last step the latents are clean (sigma 0)."""
+        return partial_sigmas(num_inference_steps, shift or official_shift(height, width, num_frames), denoise)
+
+    def _prepare(self, given, shape, generator, device, name, start_sigma: float | None) -> torch.Tensor:
+        """Fresh float32 noise; or the given latents as the starting noise (their length/size may differ from the
+        request's); or, with ``denoise`` < 1 (``start_sigma``), the given clean latents noised to that sigma."""
+        if given is not None and (given.ndim != len(shape) or tuple(given.shape[:2]) != tuple(shape[:2])):
+            raise ValueError(f"{name} must have shape {tuple(shape)} for this request (got {tuple(given.shape)})")
+        if start_sigma is None:
+            if given is None:
+                return randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
+            return given.to(device=device, dtype=torch.float32)
+        if given is None:
+            raise ValueError(f"denoise < 1 refines existing latents: pass {name}")
+        clean = given.to(device=device, dtype=torch.float32)
+        noise = randn_tensor(clean.shape, generator=generator, device=device, dtype=torch.float32)
+        return start_sigma * noise + (1 - start_sigma) * clean
+
+    # ------------------------------------------------------------------ decoding
+    def decode_video(self, latents: torch.Tensor) -> torch.Tensor:
+        """Normalised Wan latents -> frames (B, T, H, W, 3) in [0, 1], float32."""
+        if self.vae is None:
+            raise ValueError("this pipeline has no video VAE: use output_type='latent'")
+        return ((VideoCodec(self.vae).decode(latents) + 1) / 2).permute(0, 2, 3, 4, 1)
+
+    def decode_audio(self, latents: torch.Tensor, num_samples: int) -> torch.Tensor:
+        """AudioLDM2 latents -> waveform (B, num_samples) float32 (the decoded mel is longer; spec 3.2)."""
+        if self.audio_vae is None or self.vocoder is None:
+            raise ValueError("this pipeline has no audio VAE/vocoder: use output_type='latent'")
+        return AudioCodec(self.audio_vae, self.vocoder).decode(latents, num_samples)
+
+    # ------------------------------------------------------------------ sampling
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str | list[str] | None = None,
+        negative_prompt: str | list[str] | None = None,
+        mode: str = "t2av",
+        resolution: str = "240p",
+        aspect_ratio: str = "9:16",
+        height: int | None = None,
+        width: int | None = None,
+        duration: float | None = None,
+        num_frames: int | None = None,
+        num_inference_steps: int = 50,
+        guidance_scale: float = 5.0,
+        audio_guidance_scale: float | None = None,
+        shift: float | None = None,
+        scheduler: str | None = None,
+        denoise: float = 1.0,
+        num_videos_per_prompt: int = 1,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        latents: torch.Tensor | None = None,
+        audio_latents: torch.Tensor | None = None,
+        prompt_embeds: torch.Tensor | None = None,
+        prompt_attention_mask: torch.Tensor | None = None,
+        negative_prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_attention_mask: torch.Tensor | None = None,
+        output_type: str = "np",
+        return_dict: bool = True,
+        callback_on_step_end: Callable | PipelineCallback | MultiPipelineCallbacks | None = None,
+        callback_on_step_end_tensor_inputs: list[str] | None = None,
+        max_sequence_length: int = 512,
+    ) -> JavisDiTPipelineOutput | tuple:
+        r"""
+        Generate a sounding video (``mode="t2av"``), audio only (``"t2a"``) or video only (``"t2v"``).
+
+        Args:
+            prompt / negative_prompt: text; the negative prompt defaults to the official one (also the
+                unconditional text of classifier-free guidance).
+            resolution / aspect_ratio: "240p" | "360p" | "480p" and an official "H:W" ratio ("9:16" is landscape)
+                or "landscape"/"portrait"/"square"; or explicit ``height``/``width`` (decoded rounded up to 16).
+            duration: 2-5 seconds (33/49/65/81 frames at 16 fps), or ``num_frames`` (4k+1).
+            guidance_scale: CFG scale for video (and for audio unless ``audio_guidance_scale`` is given).
+            shift: override of the resolution/length timestep shift (default: the official formula).
+            scheduler: "euler" (official) or "unipc"; default: the pipeline's scheduler.
+            latents / audio_latents: initial noise (float32) instead of drawing it from ``generator``; with
+                ``denoise`` < 1 the clean latents to refine (they are noised to the matching sigma first).
+            denoise: fraction of the schedule to run (1 = from pure noise), as ComfyUI's KSampler.
+            output_type: "np", "pt" or "latent".
+            callback_on_step_end: ``fn(pipe, step, timestep, callback_kwargs) -> dict`` after every step; it may
+                replace tensors named in ``callback_on_step_end_tensor_inputs``. Setting ``pipe._interrupt`` (or
+                calling ``interrupt_generation``) stops the loop after the current step.
+        """
+        if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
+            callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
+        callback_on_step_end_tensor_inputs = callback_on_step_end_tensor_inputs or ["latents"]
+        self.check_inputs(prompt, prompt_embeds, mode, num_inference_steps, guidance_scale, audio_guidance_scale,
+                          shift, output_type, callback_on_step_end_tensor_inputs)  # fmt: skip
+        height, width, num_frames = self.resolve_size(resolution, aspect_ratio, height, width, duration, num_frames)
+        audio_guidance_scale = guidance_scale if audio_guidance_scale is None else audio_guidance_scale
+        want_video, want_audio = mode in ("t2av", "t2v"), mode in ("t2av", "t2a")
+        device = self._execution_device
+        self._interrupt = False
+
+        # 1. Text: [cond; uncond] share one batched forward (spec 5).
+        if prompt_embeds is None:
+            prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+            prompt_embeds, prompt_attention_mask = self.encode_prompt(prompts, device, max_sequence_length)
+        batch = prompt_embeds.shape[0]
+        if prompt_attention_mask is None:
+            prompt_attention_mask = torch.ones(prompt_embeds.shape[:2], dtype=torch.long, device=device)
+        do_cfg = guidance_scale != 1 or (want_audio and audio_guidance_scale != 1)
+        if do_cfg and negative_prompt_embeds is None:
+            default = VIDEO_ONLY_NEGATIVE_PROMPT if mode == "t2v" else DEFAULT_NEGATIVE_PROMPT
+            negative = negative_prompt if negative_prompt is not None else default
+            negatives = [negative] * batch if isinstance(negative, str) else list(negative)
+            if len(negatives) != batch:
+                raise ValueError(f"negative_prompt has {len(negatives)} entries for {batch} prompts")
+            negative_prompt_embeds, negative_prompt_attention_mask = self.encode_prompt(
+                negatives, device, max_sequence_length
+            )
+        if do_cfg and negative_prompt_attention_mask is None:
+            negative_prompt_attention_mask = torch.ones(negative_prompt_embeds.shape[:2], dtype=torch.long)
+        if num_videos_per_prompt > 1:
+            repeat = lambda x: None if x is None else x.repeat_interleave(num_videos_per_prompt, dim=0)  # noqa: E731
+            prompt_embeds, prompt_attention_mask = repeat(prompt_embeds), repeat(prompt_attention_mask)
+            negative_prompt_embeds = repeat(negative_prompt_embeds)
+            negative_prompt_attention_mask = repeat(negative_prompt_attention_mask)
+            batch *= num_videos_per_prompt
+
+        # 2. Schedule: the official shifted sigmas, run on a diffusers flow-matching scheduler per modality.
+        sigmas = self.sampling_sigmas(num_inference_steps, height, width, num_frames, shift, denoise)
+        start_sigma = sigmas[0] if denoise < 1 else None
+
+        # 3. Noise: video first, then audio (the official drawing order).
+        video_shape, audio_shape = ((batch, *shape) for shape in self.latent_shapes(height, width, num_frames))
+        latents = self._prepare(latents, video_shape, generator, device, "latents", start_sigma) if want_video else None
+        audio_latents = (
+            self._prepare(audio_latents, audio_shape, generator, device, "audio_latents", start_sigma)
+            if want_audio
+            else None
+        )
+        video_scheduler = make_scheduler(scheduler) if scheduler else copy.deepcopy(self.scheduler)
+        audio_scheduler = copy.deepcopy(video_scheduler)
+        for sched in (video_scheduler, audio_scheduler):
+            sched.set_timesteps(sigmas=np.array(sigmas, dtype=np.float32), device=device)
+        timesteps = video_scheduler.timesteps
+
+        if do_cfg and negative_prompt_embeds.shape[1:] != prompt_embeds.shape[1:]:
+            raise ValueError(
+                f"negative_prompt_embeds {tuple(negative_prompt_embeds.shape)} must match prompt_embeds "
+                f"{tuple(prompt_embeds.shape)} except in the batch dimension"
+            )
+        text, text_mask = prompt_embeds.to(device), prompt_attention_mask.to(device)
+        if do_cfg:
+            text = torch.cat([text, negative_prompt_embeds.to(device)])
+            text_mask = torch.cat([text_mask, negative_prompt_attention_mask.to(device)])
+        copies = 2 if do_cfg else 1
+
+        # 4. Denoising loop.
+        with self.progress_bar(total=len(timesteps)) as progress:
+            for step, t in enumerate(timesteps):
+                if self.interrupt:
+                    break
+                out = self.transformer(
+                    latents.repeat(copies, 1, 1, 1, 1) if want_video else None,
+                    t.expand(batch * copies).to(device),
+                    text,
+                    audio_hidden_states=audio_latents.repeat(copies, 1, 1, 1) if want_audio else None,
+                    encoder_attention_mask=text_mask,
+                    num_frames=num_frames,
+                )
+                if want_video:
+                    velocity = _guided(out.sample, guidance_scale, do_cfg)
+                    latents = video_scheduler.step(velocity, t, latents, return_dict=False)[0]
+                if want_audio:
+                    velocity = _guided(out.audio_sample, audio_guidance_scale, do_cfg)
+                    audio_latents = audio_scheduler.step(velocity, t, audio_latents, return_dict=False)[0]
+
+                if callback_on_step_end is not None:
+                    available = {
+                        "latents": latents, "audio_latents": audio_latents,
+                        "prompt_embeds": prompt_embeds, "negative_prompt_embeds": negative_prompt_embeds,
+                    }  # fmt: skip
+                    kwargs = {name: available[name] for name in callback_on_step_end_tensor_inputs}
+                    updates = callback_on_step_end(self, step, t, kwargs) or {}
+                    latents = updates.get("latents", latents)
+                    audio_latents = updates.get("audio_latents", audio_latents)
+                progress.update()
+
+        # 5. Decode.
+        if output_type == "latent":
+            frames, audio = latents, audio_latents
+        else:
+            frames = self.decode_video(latents) if want_video else None
+            audio = self.decode_audio(audio_latents, num_audio_samples(num_frames)) if want_audio else None
+            if output_type == "np":
+                frames = None if frames is None else frames.cpu().numpy()
+                audio = None if audio is None else audio.cpu().numpy()
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return frames, audio
+        return JavisDiTPipelineOutput(frames=frames, audio=audio)
