@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -155,6 +156,16 @@ def run(args: argparse.Namespace) -> list[Path]:
     return written
 
 
+# The pipeline's argument names in its messages, as this command's flags (longest first: audio_guidance_scale).
+FLAGS = {"audio_guidance_scale": "--audio-guidance", "num_inference_steps": "--steps", "guidance_scale": "--guidance",
+         "negative_prompt": "--negative-prompt", "aspect_ratio": "--aspect-ratio", "num_frames": "--num-frames",
+         "resolution": "--resolution", "duration": "--duration", "shift": "--shift", "mode": "--mode"}  # fmt: skip
+
+
+def as_flags(message: str) -> str:
+    return re.sub(r"\b(" + "|".join(FLAGS) + r")\b", lambda match: FLAGS[match.group(1)], message)
+
+
 def main(argv: list[str] | None = None) -> int:
     from .checkpoints import CheckpointError
     from .hub import WeightsNotFoundError
@@ -162,9 +173,17 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         run(args)
-    except (ValueError, CheckpointError, WeightsNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
+    except WeightsNotFoundError as error:
+        print(f"error: {error}\n(--model demo runs offline, with the small demo model shipped in the package)",
+              file=sys.stderr)  # fmt: skip
         return 2
+    except (ValueError, CheckpointError) as error:
+        print(f"error: {as_flags(str(error))}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nstopped: the files written so far are kept; run the same command again to go on (finished samples "
+              "are skipped)", file=sys.stderr)  # fmt: skip
+        return 130
     return 0
 
 

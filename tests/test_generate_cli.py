@@ -58,10 +58,10 @@ def test_prompt_file_is_numbered_and_resumable(tiny_dir, tmp_path, capsys):
     ("extra", "message"),
     [
         (["--prompt", "  "], "prompt must be a non-empty string"),
-        (["--prompt", "x", "--duration", "7"], "duration must be between 2 and 5 seconds"),
-        (["--prompt", "x", "--aspect-ratio", "5:4"], "aspect_ratio must be one of"),
-        (["--prompt", "x", "--steps", "0"], "num_inference_steps must be an integer from 1 to 1000"),
-        (["--prompt", "x", "--guidance", "-2"], "guidance_scale must be a number from 0 to 50"),
+        (["--prompt", "x", "--duration", "7"], "--duration must be between 2 and 5 seconds"),
+        (["--prompt", "x", "--aspect-ratio", "5:4"], "--aspect-ratio must be one of"),
+        (["--prompt", "x", "--steps", "0"], "--steps must be an integer from 1 to 1000"),
+        (["--prompt", "x", "--guidance", "-2"], "--guidance must be a number from 0 to 50"),
         (["--prompt", "x", "--dtype", "fp8"], "dtype must be one of fp32, bf16, fp16"),
     ],
 )
@@ -76,7 +76,8 @@ def test_bad_input_is_one_clear_line(tmp_path, capsys, extra, message):
 def test_missing_weights_say_what_to_do(tmp_path, capsys):
     args = ["--prompt", "x", "--model", str(tmp_path / "absent"), "--out", str(tmp_path / "x.mp4")]
     assert generate.main(args) == 2
-    assert "does not exist" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "does not exist" in err and "--model demo runs offline" in err
     (tmp_path / "csv.csv").write_text("caption\nhello\n")
     assert generate.main(["--prompts", str(tmp_path / "csv.csv"), "--model", "x"]) == 2
     assert "has no 'text' column" in capsys.readouterr().err
@@ -93,3 +94,14 @@ def test_unset_steps_and_length_follow_the_model():
     assert resolved() == (generate.DEFAULT_STEPS, None, None)  # the pipeline's own 4 s
     assert resolved("--model", "demo") == (DEMO_STEPS, DEMO_DURATION, None)
     assert resolved("--model", "demo", "--steps", "4", "--num-frames", "17") == (4, None, 17)
+
+
+def test_ctrl_c_is_one_line_saying_a_rerun_goes_on(tmp_path, capsys, monkeypatch):
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(generate, "run", interrupted)
+    assert generate.main(["--prompts", str(tmp_path / "p.txt"), "--model", "demo"]) == 130
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("stopped") and "run the same command again" in err and "Traceback" not in err
+    assert len(err.splitlines()) == 1

@@ -104,9 +104,10 @@ def full_tensor(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
 
 
-def full_trainable_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The trainable weights, whole and on the CPU, also under FSDP (every process must call it)."""
-    return {name: full_tensor(param).cpu() for name, param in trainable_state_dict(model).items()}
+def full_state_dict(model: torch.nn.Module, names: list[str]) -> dict[str, torch.Tensor]:
+    """The named weights, whole and on the CPU, also under FSDP (every process must call it)."""
+    params = dict(model.named_parameters())
+    return {name: full_tensor(params[name].detach()).cpu() for name in names}
 
 
 class EMA:
@@ -119,8 +120,9 @@ class EMA:
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module) -> None:
-        for name, param in trainable_state_dict(model).items():
-            self.shadow[name].lerp_(param.float(), 1 - self.decay)
+        params = dict(model.named_parameters())  # by name: adapter switches (stage 3) move requires_grad around
+        for name, shadow in self.shadow.items():
+            shadow.lerp_(params[name].float(), 1 - self.decay)
 
     def full_shadow(self) -> dict[str, torch.Tensor]:
         """Whole tensors on the CPU (a collective under FSDP: every process must call it)."""
@@ -321,18 +323,17 @@ def build_training_model(config: dict, pretrained: str | Path) -> torch.nn.Modul
     return model
 
 
-def export_model(accelerator: Accelerator, unwrapped: torch.nn.Module, config: dict, pretrained) -> torch.nn.Module:
+def export_model(
+    accelerator: Accelerator, unwrapped: torch.nn.Module, config: dict, pretrained, trainable_names: list[str]
+) -> torch.nn.Module:
     """The model to write the stage outputs from (call on every process). Under FSDP the trained weights are
     gathered whole into a fresh copy of the stage's model on the main process; otherwise it is the model itself."""
     if accelerator.distributed_type != DistributedType.FSDP:
         return unwrapped
-    trained = full_trainable_state_dict(unwrapped)
+    trained = full_state_dict(unwrapped, trainable_names)
     if not accelerator.is_main_process:
         return unwrapped
     model = build_training_model(config, pretrained)
-    missing = set(trained) - set(trainable_state_dict(model))
-    if missing:
-        raise RuntimeError(f"the gathered weights do not fit a fresh stage-{config['stage']} model: {sorted(missing)[:5]}")
     model.load_state_dict(trained, strict=False)
     return model
 
@@ -381,6 +382,7 @@ def main(argv: list[str] | None = None) -> int:
         model.enable_gradient_checkpointing()
     model.train()
     trainable = [p for p in model.parameters() if p.requires_grad]
+    trainable_names = [name for name, param in model.named_parameters() if param.requires_grad]
     logger.info("stage %d: %s trainable parameters of %s", stage, f"{sum(p.numel() for p in trainable):,}",
                 f"{sum(p.numel() for p in model.parameters()):,}")  # fmt: skip
 
@@ -502,7 +504,7 @@ def main(argv: list[str] | None = None) -> int:
     accelerator.wait_for_everyone()
     read_skips = sorted(set(gather_object(read_skips)))
     ema_weights = ema.full_shadow() if ema is not None else None
-    final = export_model(accelerator, unwrapped, config, pretrained)
+    final = export_model(accelerator, unwrapped, config, pretrained, trainable_names)
     if accelerator.is_main_process:
         if ema_weights is not None:
             save_file({k: v.contiguous() for k, v in ema_weights.items()}, str(output_dir / "ema.safetensors"))
