@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -11,9 +12,12 @@ from .conftest import REPO
 
 
 def test_runner_runs_from_an_installed_copy(tmp_path):
-    target = tmp_path / "site"
+    source, target = tmp_path / "source", tmp_path / "site"  # a copy: setuptools writes build/ beside the sources
+    shutil.copytree(REPO / "javis_core", source / "javis_core", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md", "requirements.txt"):
+        shutil.copy(REPO / name, source / name)
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--target", str(target), str(REPO)], check=True, capture_output=True, timeout=600)  # fmt: skip
+                    "--target", str(target), str(source)], check=True, capture_output=True, timeout=600)  # fmt: skip
     assert (target / "bin" / "javis-train").is_file()
     config = tmp_path / "stage1.yaml"
     config.write_text((REPO / "training" / "configs" / "tiny_stage1.yaml").read_text())
