@@ -112,4 +112,5 @@ def test_two_fsdp_processes_save_what_one_process_does(world, inputs, stage, dty
                 torch.testing.assert_close(got[key], expected[key], atol=1e-4, rtol=0, msg=key)  # measured 4e-5
     else:
         for key in got:
-            torch.testing.assert_close(got[key], expected[key], atol=1e-6, rtol=1e-5, msg=lambda m, key=key: f"{key}: {m}")
+            torch.testing.assert_close(got[key], expected[key], atol=1e-6, rtol=1e-5,
+                                       msg=lambda message, key=key: f"{key}: {message}")

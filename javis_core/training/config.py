@@ -158,9 +158,13 @@ def _checked(value: Any, kind: type, path: str) -> Any:
             value = float(value)
         except ValueError:
             pass
-    fits = {bool: lambda v: isinstance(v, bool), int: lambda v: isinstance(v, int) and not isinstance(v, bool),
-            float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)}.get(kind, lambda v: isinstance(v, kind))  # fmt: skip
-    if not fits(value):
+    if kind is bool or isinstance(value, bool):
+        fits = kind is bool and isinstance(value, bool)
+    elif kind is float:
+        fits = isinstance(value, (int, float))
+    else:
+        fits = isinstance(value, kind)
+    if not fits:
         raise ConfigError(f"{path} must be {KINDS[kind]}, got {value!r}")
     return float(value) if kind is float else value
 
