@@ -321,7 +321,7 @@ def test_clearer_picture_noises_the_video_less_and_trains_only_the_audio_there(w
     implied_noise = (model.seen["video"] - (1 - level) * video) / level
     assert 0.6 < implied_noise.std() < 1.5  # unit noise; at the audio's level this would be about 0.1
 
-    with pytest.raises(ValueError, match=r"train.audio_given_video.probability must be a number in \[0, 1\], got 1.5"):
+    with pytest.raises(ValueError, match=r"train.audio_given_video.probability must be in \[0.0, 1.0\], got 1.5"):
         train.load_config(CONFIGS / "tiny_stage2.yaml", [f"model.pretrained={world}", f"data.manifest={world}",
                                                           "train.audio_given_video.probability=1.5"])  # fmt: skip
     typo = r"unknown key train.audio_given_video.probabilty \(did you mean train.audio_given_video.probability\?\)"
