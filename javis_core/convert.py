@@ -26,6 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", default=None, help="fp32, bf16 or fp16 (default: keep the checkpoint's)")
     parser.add_argument("--model-type", choices=MODES, default=None)
     parser.add_argument("--audio-pe-type", default="interleave_offset")
+    parser.add_argument("--num-heads", type=int, default=None,
+                        help="attention heads (default: hidden size / 128, Wan2.1's head width)")
     parser.add_argument("--no-lora", action="store_true", help="do not merge the LoRA adapter")
     parser.add_argument("--max-shard-size", default="5GB")
     args = parser.parse_args(argv)
@@ -37,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
             torch_dtype=dtype,
             lora=False if args.no_lora else "auto",
             audio_pe_type=args.audio_pe_type,
+            **({"num_attention_heads": args.num_heads} if args.num_heads else {}),
         )
     except (CheckpointError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)

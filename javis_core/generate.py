@@ -175,9 +175,17 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         run(args)
-    except (ValueError, CheckpointError, WeightsNotFoundError) as error:
+    except WeightsNotFoundError as error:
+        print(f"error: {error}\n(--model demo runs offline, with the small demo model shipped in the package)",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    except (ValueError, CheckpointError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("\nstopped: the files written so far are kept; run the same command again to go on (finished samples "
+              "are skipped)", file=sys.stderr)  # fmt: skip
+        return 130
     return 0
 
 

@@ -7,7 +7,6 @@ accelerate turns the FSDP plugin on only for accelerator devices (CPU processes 
 itself runs on CPU with gloo. This lets the plugin through on CPU, so the runner's real FSDP path (accelerate's
 fully_shard preparation, sharded checkpoints, the gathering of whole weights) runs on a machine without a GPU.
 """
-import os
 import sys
 
 from accelerate.state import AcceleratorState, PartialState

@@ -157,3 +157,25 @@ def test_our_layout_refuses_other_model_type(official_tiny, tmp_path):
         load_transformer(tmp_path / "ours", model_type="t2v")
     config = json.loads((tmp_path / "ours" / "config.json").read_text())
     assert config["_class_name"] == "JavisDiTTransformer3DModel"
+
+
+def test_a_missing_key_is_named_as_in_the_users_file(tmp_path):
+    original = {diffusers_to_official_key(k): v for k, v in _tiny_wan().state_dict().items()}
+    del original["blocks.1.self_attn.q.bias"]
+    save_file(original, tmp_path / "wan.safetensors")
+    both_names = r"blocks\.1\.attn1\.to_q\.bias \(in the file: blocks\.1\.self_attn\.q\.bias\)"
+    with pytest.raises(CheckpointError, match=both_names):
+        load_transformer(tmp_path / "wan.safetensors", model_type="t2v", num_attention_heads=2)
+
+
+def test_convert_takes_the_head_count_and_refuses_to_guess_it(tmp_path, capsys):
+    torch.manual_seed(0)
+    wan = WanTransformer3DModel(num_attention_heads=2, attention_head_dim=24, text_dim=32, ffn_dim=96, num_layers=1,
+                                freq_dim=64)  # fmt: skip
+    save_file({diffusers_to_official_key(k): v for k, v in wan.state_dict().items()}, tmp_path / "wan.safetensors")
+    args = ["--official", str(tmp_path / "wan.safetensors"), "--model-type", "t2v"]
+    assert convert.main([*args, "--out", str(tmp_path / "guessed")]) == 2  # 48 wide: not 128-wide heads
+    assert "give it (javis_core.convert --num-heads N)" in capsys.readouterr().err
+    assert convert.main([*args, "--out", str(tmp_path / "ours"), "--num-heads", "2"]) == 0
+    config = json.loads((tmp_path / "ours" / "config.json").read_text())
+    assert (config["num_attention_heads"], config["attention_head_dim"]) == (2, 24)

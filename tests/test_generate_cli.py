@@ -77,7 +77,8 @@ def test_bad_input_is_one_clear_line(tmp_path, capsys, extra, message):
 def test_missing_weights_say_what_to_do(tmp_path, capsys):
     args = ["--prompt", "x", "--model", str(tmp_path / "absent"), "--out", str(tmp_path / "x.mp4")]
     assert generate.main(args) == 2
-    assert "does not exist" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "does not exist" in err and "--model demo runs offline" in err
     (tmp_path / "csv.csv").write_text("caption\nhello\n")
     assert generate.main(["--prompts", str(tmp_path / "csv.csv"), "--model", "x"]) == 2
     assert "has no 'text' column" in capsys.readouterr().err
@@ -119,3 +120,14 @@ def test_cli_with_preset_compile_flags_and_attention(tiny_dir, tmp_path):
     settings = json.loads(out.with_suffix(".json").read_text())
     assert settings["preset"] == "fastest" and settings["attention"] == "native" and settings["scheduler"] == "unipc"
     assert out.stat().st_size == 44 + 2 * 5000
+
+
+def test_ctrl_c_is_one_line_saying_a_rerun_goes_on(tmp_path, capsys, monkeypatch):
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(generate, "run", interrupted)
+    assert generate.main(["--prompts", str(tmp_path / "p.txt"), "--model", "demo"]) == 130
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("stopped") and "run the same command again" in err and "Traceback" not in err
+    assert len(err.splitlines()) == 1

@@ -84,7 +84,7 @@ def inputs(world) -> Path:
 def saved_tensors(output_dir: Path) -> dict[str, torch.Tensor]:
     files = {"ema": output_dir / "ema.safetensors",
              "transformer": output_dir / "transformer" / "diffusion_pytorch_model.safetensors",
-             "lora": output_dir / "lora" / "pytorch_lora_weights.safetensors"}  # fmt: skip
+             "lora": output_dir / "lora" / "adapter_model.safetensors"}  # fmt: skip
     return {f"{kind}/{key}": value for kind, path in files.items() if path.exists()
             for key, value in load_file(str(path)).items()}  # fmt: skip
 
@@ -112,4 +112,5 @@ def test_two_fsdp_processes_save_what_one_process_does(world, inputs, stage, dty
                 torch.testing.assert_close(got[key], expected[key], atol=1e-4, rtol=0, msg=key)  # measured 4e-5
     else:
         for key in got:
-            torch.testing.assert_close(got[key], expected[key], atol=1e-6, rtol=1e-5, msg=lambda m, key=key: f"{key}: {m}")
+            torch.testing.assert_close(got[key], expected[key], atol=1e-6, rtol=1e-5,
+                                       msg=lambda message, key=key: f"{key}: {message}")

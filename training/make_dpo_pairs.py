@@ -29,14 +29,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--exclude-gt", action="store_true", help="rank generated samples only (ablation)")
     parser.add_argument("--any-aspect", action="store_true", help="keep pairs of every aspect ratio")
     args = parser.parse_args(argv)
+    options = RankingOptions(normalize=not args.no_normalize, include_gt=not args.exclude_gt, mode=args.mode,
+                             aspect_range=None if args.any_aspect else (0.5, 0.6))  # fmt: skip
     try:
         rows = read_table(args.rewards)
+        pairs = rank_pairs(rows, options)
     except (OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    options = RankingOptions(normalize=not args.no_normalize, include_gt=not args.exclude_gt, mode=args.mode,
-                             aspect_range=None if args.any_aspect else (0.5, 0.6))  # fmt: skip
-    pairs = rank_pairs(rows, options)
     write_pairs(pairs, args.out)
     prompts = len({row["path"] for row in rows})
     print(f"wrote {len(pairs)} pairs from {prompts} prompts to {args.out}")

@@ -18,13 +18,14 @@ import json
 import math
 import re
 from pathlib import Path
+from typing import Callable
 
 import torch
 from safetensors import safe_open
 from torch import nn
 
 from ..pipelines.requests import has_audio, mode_for
-from .official_keys import official_module_to_diffusers, official_to_diffusers_key
+from .official_keys import diffusers_to_official_key, official_module_to_diffusers, official_to_diffusers_key
 from ..models.transformer import JavisDiTTransformer3DModel
 
 WEIGHT_INDEX_FILES = (
@@ -111,6 +112,13 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, P
 
 
 # ---------------------------------------------------------------------------------------------------- config
+def _official_name(key: str) -> str:
+    try:
+        return diffusers_to_official_key(key)
+    except KeyError:
+        return key
+
+
 def infer_config(shapes: dict[str, torch.Size], num_attention_heads: int | None = None) -> dict:
     """Model config from tensor shapes in our naming. Head count is not in the shapes: Wan uses 128-dim heads."""
     has_video = "patch_embedding.weight" in shapes
@@ -120,6 +128,9 @@ def infer_config(shapes: dict[str, torch.Size], num_attention_heads: int | None 
     ffn_key = "blocks.0.ffn.net.0.proj.weight" if "blocks.0.ffn.net.0.proj.weight" in shapes else (
         "blocks.0.audio_ffn.net.0.proj.weight"
     )
+    if num_attention_heads is None and dim % 128:
+        raise CheckpointError(f"hidden size {dim} is not a multiple of 128, Wan2.1's head width: the head count cannot "
+                              "be told from the weights; give it (javis_core.convert --num-heads N)")  # fmt: skip
     heads = num_attention_heads or max(dim // 128, 1)
     config = {
         "model_type": mode_for(has_video, has_audio),
@@ -242,8 +253,12 @@ def build_from_state_dict(
     origin: dict[str, Path] | None = None,
     torch_dtype: torch.dtype | None = None,
     source: str = "checkpoint",
+    file_key: Callable[[str], str] | None = None,
 ) -> JavisDiTTransformer3DModel:
-    """Meta-construct the model and assign the tensors; every model key must be present with its shape."""
+    """Meta-construct the model and assign the tensors; every model key must be present with its shape.
+
+    ``file_key`` gives a key's name in the user's file (official naming), shown beside ours in the errors.
+    """
     with torch.device("meta"):
         model = JavisDiTTransformer3DModel(**config)
     expected = {key: param.shape for key, param in model.state_dict().items()}
@@ -263,7 +278,8 @@ def build_from_state_dict(
         files = sorted({str(path) for path in origin.values()})
         lines = [f"{source} does not match JavisDiTTransformer3DModel({config}); files: {files}"]
         if missing:
-            lines.append(f"missing {len(missing)} keys: {missing[:20]}{' ...' if len(missing) > 20 else ''}")
+            named = [f"{key} (in the file: {file_key(key)})" if file_key else key for key in missing[:20]]
+            lines.append(f"missing {len(missing)} keys: {named}{' ...' if len(missing) > 20 else ''}")
         if unexpected:
             lines.append(f"unexpected {len(unexpected)} keys: {[where(k) for k in unexpected[:20]]}")
         if misshapen:
@@ -345,7 +361,8 @@ def load_official_transformer(
 
     add_audio = has_audio(config["model_type"]) and found_type == "t2v"
     state_dict = _fit_branches(state_dict, config, dtype, add_audio)
-    return build_from_state_dict(state_dict, config, origin, torch_dtype, source=str(weights_path))
+    return build_from_state_dict(state_dict, config, origin, torch_dtype, source=str(weights_path),
+                                 file_key=_official_name)  # fmt: skip
 
 
 def load_wan_diffusers_transformer(

@@ -18,6 +18,7 @@ import csv
 import logging
 import math
 import random
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -354,8 +355,12 @@ class ManifestDataset(torch.utils.data.Dataset):
                 reject = self._clip(row.path_reject, row.audio_path_reject, bucket, random.Random(seed))
                 sample.update(video_reject=reject["video"], audio_reject=reject["audio"])
             return sample
-        except Exception as error:  # a corrupt or short file must not stop a long run
+        except DataError as error:
             return {"row": row.index, "error": f"row {row.index}: {error}"}
+        except Exception as error:  # a corrupt or unreadable file must not stop a long run
+            reason = re.sub(r"^\[Errno -?\d+\] ", "", str(error))  # PyAV's errno is a FourCC, not an OS error
+            files = ", ".join(dict.fromkeys(str(path) for path in (row.path, row.audio_path) if path is not None))
+            return {"row": row.index, "error": f"row {row.index}: could not read {files} ({reason})"}
 
     def _audio_only(self, row: Row, bucket: Bucket, rng: random.Random) -> dict:
         audio = _read_audio(row.audio_path, SAMPLE_RATE)

@@ -65,7 +65,11 @@ def normalise(table: dict[str, np.ndarray], options: RankingOptions) -> dict[str
     for metric in METRICS:
         values = table[metric].astype(float)
         if options.normalize:
-            values = (values - values.mean()) / values.std(ddof=1)
+            spread = values.std(ddof=1) if len(values) > 1 else 0.0
+            if not np.isfinite(spread) or spread == 0:
+                raise ValueError(f"reward column {metric!r} holds the same value ({values[0]:g}) in every row: it "
+                                 "cannot rank candidates, so no DPO pair can be made; fill it with real scores")
+            values = (values - values.mean()) / spread
         normalised[metric] = -values if metric in LOWER_IS_BETTER else values
     return normalised
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import csv
 import json
 import logging
@@ -30,19 +29,18 @@ from types import SimpleNamespace
 from typing import Iterator
 
 import torch
-import yaml
 from accelerate import Accelerator
-from accelerate.utils import DistributedType, set_seed
+from accelerate.utils import DistributedType, gather_object, set_seed
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import cast_training_params, free_memory
 from safetensors.torch import load_file, save_file
 from torch.distributed.tensor import DTensor, distribute_tensor
 from tqdm.auto import tqdm
 
+from ..codecs.text import DEFAULT_NEGATIVE_PROMPT
 from ..codecs.audio import AudioCodec
 from ..loaders.pipeline_loader import load_audioldm2_components, load_wan_components
 from ..loaders.hub import resolve_weights
-from ..codecs.text import DEFAULT_NEGATIVE_PROMPT
 from . import cache as cache_lib
 from .data import (
     BucketTable,
@@ -51,6 +49,7 @@ from .data import (
     epoch_batches,
     read_manifest,
 )
+from .config import load_config
 from .dpo import av_dpo_loss
 from .objective import (
     cfg_dropout,
@@ -72,110 +71,6 @@ logger = logging.getLogger("javis_train")
 DATA_KINDS = {0: "av", 1: "audio", 2: "av", 3: "dpo"}
 PRETRAINED_FILES = ["config.json", "diffusion_pytorch_model*", "transformer/*"]  # Wan2.1 original or diffusers
 TRAINABLE_FILE = "trainable.safetensors"
-
-DEFAULTS: dict = {
-    "stage": 2,
-    "seed": 42,
-    "output_dir": "outputs/run",
-    "model": {
-        "pretrained": None,  # Wan2.1 (any layout load_transformer reads) or a joint checkpoint
-        "audio_weights": None,  # stage 2-3: the stage-1 output's transformer/ dir
-        "adapter": None,  # stage 3: the stage-2 output's lora/ dir
-        "wan": None,  # text encoder + video VAE (default: pretrained)
-        "audioldm2": None,  # audio VAE + vocoder
-        "lora": {"rank": 64, "alpha": 16, "dropout": 0.05},
-        "audio_pe_type": None,  # stages 2-3: override the audio position ids (e.g. "vanilla" for the ablation)
-        "frozen_dtype": "bf16",  # frozen weights are stored in this dtype; trainable ones stay fp32
-        "encoder_dtype": "bf16",
-        "gradient_checkpointing": True,
-    },
-    "data": {
-        "manifest": None,
-        "text_column": "text",
-        "fps": 16,
-        "buckets": {},
-        "num_workers": 4,
-        "probe_media": False,
-        "cache_dir": None,  # pre-extract latents + text embeddings here once (cache.py)
-        "text_max_length": 512,
-        "negative_prompt": DEFAULT_NEGATIVE_PROMPT,
-    },
-    "train": {
-        "epochs": 1,
-        "max_steps": None,
-        "lr": 1e-4,
-        "warmup_steps": 1000,
-        # "constant" after a linear warmup is the official schedule; any other name of diffusers'
-        # get_scheduler ("cosine", "linear", ...) decays over max_steps (the demo recipe uses "cosine").
-        "lr_schedule": "constant",
-        "betas": [0.9, 0.999],
-        "weight_decay": 0.0,
-        "eps": 1e-15,
-        "grad_clip": 1.0,
-        "gradient_accumulation_steps": 1,
-        "mixed_precision": "bf16",
-        "ema_decay": 0.99,
-        "cfg_dropout": 0.1,
-        "shift_scale": 5.0,
-        # Stage 2, demo-scale aid (not in the official recipe): with this probability a sample's video is noised
-        # to video_noise_scale x the audio's level and only its audio loss counts (objective.clearer_picture).
-        "audio_given_video": {"probability": 0.0, "video_noise_scale": 0.1},
-        "checkpoint_every": 1000,
-        "checkpoints_total_limit": None,
-        "log_every": 1,
-        "log_with": "auto",  # "tensorboard", "csv" (always written), "auto" = tensorboard when installed
-        "resume_from": None,  # "latest" or a checkpoint dir
-        "merge_lora": True,
-        # Debugging aid: draw the same t, noise and CFG dropout at every step (seeded), so that a model fed one
-        # batch can memorise it exactly; the classic "overfit one batch" check. Never for real training.
-        "fixed_noise": False,
-    },
-    "dpo": {"beta": {"audio": 1000.0, "video": 3000.0}, "sft_weight": 0.1},
-}
-
-
-# ---------------------------------------------------------------------------------------------------- config
-def _merge(base: dict, update: dict) -> dict:
-    merged = copy.deepcopy(base)
-    for key, value in (update or {}).items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict) and key != "buckets":
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
-def load_config(path: str | Path, overrides: list[str] = ()) -> dict:
-    """YAML config over DEFAULTS, then ``a.b=value`` overrides; relative paths stay relative to the cwd."""
-    config = _merge(DEFAULTS, yaml.safe_load(Path(path).read_text()) or {})
-    for override in overrides:
-        key, sep, raw = override.partition("=")
-        if not sep:
-            raise ValueError(f"override {override!r} must look like key.sub=value")
-        node = config
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        value = yaml.safe_load(raw)
-        if isinstance(value, str):  # YAML 1.1 reads "3e-3" as a string
-            try:
-                value = float(value)
-            except ValueError:
-                pass
-        node[leaf] = value
-    if config["stage"] not in (0, 1, 2, 3):
-        raise ValueError(f"stage must be 0 (video base), 1, 2 or 3, got {config['stage']!r}")
-    given = config["train"]["audio_given_video"]
-    if set(given) != set(DEFAULTS["train"]["audio_given_video"]):
-        raise ValueError(f"train.audio_given_video takes probability and video_noise_scale, got {sorted(given)}")
-    for key, value in given.items():
-        if not isinstance(value, (int, float)) or not 0 <= value <= 1:
-            raise ValueError(f"train.audio_given_video.{key} must be a number in [0, 1], got {value!r}")
-    for section, key in (("model", "pretrained"), ("data", "manifest")):
-        if not config[section][key]:
-            raise ValueError(f"config {path}: {section}.{key} is required")
-    return config
-
 
 def make_lr_scheduler(optimizer: torch.optim.Optimizer, train_cfg: dict) -> torch.optim.lr_scheduler.LRScheduler:
     warmup, name = train_cfg["warmup_steps"], train_cfg["lr_schedule"]
@@ -210,9 +105,10 @@ def full_tensor(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
 
 
-def full_trainable_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The trainable weights, whole and on the CPU, also under FSDP (every process must call it)."""
-    return {name: full_tensor(param).cpu() for name, param in trainable_state_dict(model).items()}
+def full_state_dict(model: torch.nn.Module, names: list[str]) -> dict[str, torch.Tensor]:
+    """The named weights, whole and on the CPU, also under FSDP (every process must call it)."""
+    params = dict(model.named_parameters())
+    return {name: full_tensor(params[name].detach()).cpu() for name in names}
 
 
 class EMA:
@@ -225,8 +121,9 @@ class EMA:
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module) -> None:
-        for name, param in trainable_state_dict(model).items():
-            self.shadow[name].lerp_(param.float(), 1 - self.decay)
+        params = dict(model.named_parameters())  # by name: adapter switches (stage 3) move requires_grad around
+        for name, shadow in self.shadow.items():
+            shadow.lerp_(params[name].float(), 1 - self.decay)
 
     def full_shadow(self) -> dict[str, torch.Tensor]:
         """Whole tensors on the CPU (a collective under FSDP: every process must call it)."""
@@ -249,6 +146,19 @@ class CsvLog:
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+
+    def keep_until(self, step: int) -> None:
+        """Drop the rows after ``step`` (left by a run that went on past the checkpoint being resumed)."""
+        if not self.path.exists():
+            return
+        with self.path.open(newline="") as handle:
+            rows = list(csv.reader(handle))
+        kept = rows[:1] + [row for row in rows[1:] if row and int(row[0]) <= step]
+        if step == 0 or len(kept) == 1:
+            self.path.unlink()
+            return
+        with self.path.open("w", newline="") as handle:
+            csv.writer(handle).writerows(kept)
 
     def write(self, step: int, metrics: dict) -> None:
         new = not self.path.exists()
@@ -414,18 +324,17 @@ def build_training_model(config: dict, pretrained: str | Path) -> torch.nn.Modul
     return model
 
 
-def export_model(accelerator: Accelerator, unwrapped: torch.nn.Module, config: dict, pretrained) -> torch.nn.Module:
+def export_model(
+    accelerator: Accelerator, unwrapped: torch.nn.Module, config: dict, pretrained, trainable_names: list[str]
+) -> torch.nn.Module:
     """The model to write the stage outputs from (call on every process). Under FSDP the trained weights are
     gathered whole into a fresh copy of the stage's model on the main process; otherwise it is the model itself."""
     if accelerator.distributed_type != DistributedType.FSDP:
         return unwrapped
-    trained = full_trainable_state_dict(unwrapped)
+    trained = full_state_dict(unwrapped, trainable_names)
     if not accelerator.is_main_process:
         return unwrapped
     model = build_training_model(config, pretrained)
-    missing = set(trained) - set(trainable_state_dict(model))
-    if missing:
-        raise RuntimeError(f"the gathered weights do not fit a fresh stage-{config['stage']} model: {sorted(missing)[:5]}")
     model.load_state_dict(trained, strict=False)
     return model
 
@@ -443,14 +352,14 @@ def main(argv: list[str] | None = None) -> int:
     config = load_config(args.config, args.overrides)
     stage, output_dir = config["stage"], Path(config["output_dir"])
     train_cfg, data_cfg, model_cfg = config["train"], config["data"], config["model"]
-    log_with = train_cfg["log_with"]
+    log_with, tensorboard_missing = train_cfg["log_with"], False
     if log_with == "auto":
         try:
             import tensorboard  # noqa: F401
 
             log_with = "tensorboard"
         except ImportError:
-            log_with = None
+            log_with, tensorboard_missing = None, True
     accelerator = Accelerator(
         mixed_precision=train_cfg["mixed_precision"] if train_cfg["mixed_precision"] != "fp32" else "no",
         gradient_accumulation_steps=train_cfg["gradient_accumulation_steps"],
@@ -460,6 +369,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     logging.basicConfig(level=logging.INFO if accelerator.is_main_process else logging.WARNING,
                         format="%(asctime)s %(name)s: %(message)s")  # fmt: skip
+    if tensorboard_missing and accelerator.is_main_process:
+        logger.warning("TENSORBOARD IS NOT INSTALLED: metrics go to logs/metrics.csv only (pip install tensorboard)")
     set_seed(config["seed"])
     device = accelerator.device
 
@@ -472,6 +383,7 @@ def main(argv: list[str] | None = None) -> int:
         model.enable_gradient_checkpointing()
     model.train()
     trainable = [p for p in model.parameters() if p.requires_grad]
+    trainable_names = [name for name, param in model.named_parameters() if param.requires_grad]
     logger.info("stage %d: %s trainable parameters of %s", stage, f"{sum(p.numel() for p in trainable):,}",
                 f"{sum(p.numel() for p in model.parameters()):,}")  # fmt: skip
 
@@ -482,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
     rows, problems = read_manifest(data_cfg["manifest"], kind, buckets, data_cfg["text_column"], data_cfg["fps"],
                                    data_cfg["probe_media"])  # fmt: skip
     if problems and accelerator.is_main_process:
-        logger.warning("%d manifest row(s) left out (see the warnings above)", len(problems))
+        logger.warning("%d manifest row(s) left out before training (see the warnings above)", len(problems))
     dataset, fixed_buckets = ManifestDataset(rows, kind, fps=data_cfg["fps"]), kind == "dpo"
     if data_cfg["cache_dir"]:
         cache_dir = Path(data_cfg["cache_dir"])
@@ -535,6 +447,9 @@ def main(argv: list[str] | None = None) -> int:
     if accelerator.is_main_process and log_with not in (None, "csv"):
         accelerator.init_trackers("javisdit_train", config={"stage": stage, "lr": train_cfg["lr"]})
     csv_log = CsvLog(output_dir / "logs" / "metrics.csv")
+    if accelerator.is_main_process:
+        csv_log.keep_until(state.step)  # a resumed (or restarted) run rewrites the steps after its checkpoint
+    read_skips: list[str] = []  # samples whose files turned out unreadable at read time
     progress = tqdm(total=max_steps, initial=state.step, disable=not accelerator.is_main_process, desc=f"stage {stage}")
     started = time.time()
 
@@ -547,6 +462,7 @@ def main(argv: list[str] | None = None) -> int:
         finished_epoch = True
         for batch in loader:
             state.batch_in_epoch += 1
+            read_skips += batch["errors"]
             if batch["size"] == 0:
                 continue
             with fixed_draws(config["seed"], device) if train_cfg["fixed_noise"] else contextlib.nullcontext():
@@ -587,14 +503,19 @@ def main(argv: list[str] | None = None) -> int:
     progress.close()
 
     accelerator.wait_for_everyone()
+    read_skips = sorted(set(gather_object(read_skips)))
     ema_weights = ema.full_shadow() if ema is not None else None
-    final = export_model(accelerator, unwrapped, config, pretrained)
+    final = export_model(accelerator, unwrapped, config, pretrained, trainable_names)
     if accelerator.is_main_process:
         if ema_weights is not None:
             save_file({k: v.contiguous() for k, v in ema_weights.items()}, str(output_dir / "ema.safetensors"))
         written = save_stage_outputs(final, stage, output_dir, train_cfg["merge_lora"])
         summary = {"stage": stage, "steps": state.step, "seconds": round(time.time() - started, 2),
-                   "outputs": [str(p) for p in written], "skipped_rows": [str(p) for p in problems]}  # fmt: skip
+                   "outputs": [str(p) for p in written], "rows_left_out": len(problems) + len(read_skips),
+                   "skipped_rows": [str(p) for p in problems], "skipped_at_read_time": read_skips}  # fmt: skip
+        if read_skips:
+            logger.warning("%d sample(s) left out at read time (unreadable or too short files): %s", len(read_skips),
+                           "; ".join(read_skips[:5]))  # fmt: skip
         (output_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         logger.info("done: %s", summary)
     accelerator.end_training()
