@@ -27,7 +27,7 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     "exact": Preset(50, "euler", None, "the official sampler: 50 Euler steps"),
     "fast": Preset(16, "unipc", None, "approximate: 16 UniPC steps"),
-    "fastest": Preset(10, "unipc", 0.05, "approximate: 10 UniPC steps and a first-block cache"),
+    "fastest": Preset(10, "unipc", 0.1, "approximate: 10 UniPC steps and a first-block cache"),
 }
 
 # Short names for diffusers' attention backends (diffusers.models.attention_dispatch.AttentionBackendName).
