@@ -21,6 +21,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from transformers import SpeechT5HifiGan, UMT5EncoderModel
 
 from .audio_codec import AudioCodec, audio_latent_shape, num_audio_samples
+from .conditioning import LatentCondition, MaskedSampling
 from .schedule import make_scheduler, official_shift, partial_sigmas
 from .sizes import (
     FPS,
@@ -180,6 +181,24 @@ class JavisDiTPipeline(DiffusionPipeline):
         noise = randn_tensor(clean.shape, generator=generator, device=device, dtype=torch.float32)
         return start_sigma * noise + (1 - start_sigma) * clean
 
+    @staticmethod
+    def _masking(video_condition, audio_condition, latents, audio_latents, compat) -> dict[str, MaskedSampling]:
+        """Per-modality masking for the loop: none without conditions; with any, every generated modality is
+        masked (the official sampler builds all-ones masks for the unconditioned one)."""
+        if video_condition is None and audio_condition is None:
+            return {}
+        masking = {}
+        for name, condition, current in (("video", video_condition, latents), ("audio", audio_condition, audio_latents)):
+            if current is None:
+                if condition is not None:
+                    raise ValueError(f"{name}_condition was given but this mode does not generate {name}")
+                continue
+            if condition is None:
+                condition = LatentCondition.empty(tuple(current.shape))
+            condition.check(tuple(current.shape), f"{name}_condition")
+            masking[name] = MaskedSampling(condition.to(current.device), draw_every_step=compat)
+        return masking
+
     # ------------------------------------------------------------------ decoding
     def decode_video(self, latents: torch.Tensor) -> torch.Tensor:
         """Normalised Wan latents -> frames (B, T, H, W, 3) in [0, 1], float32."""
@@ -225,6 +244,9 @@ class JavisDiTPipeline(DiffusionPipeline):
         callback_on_step_end: Callable | PipelineCallback | MultiPipelineCallbacks | None = None,
         callback_on_step_end_tensor_inputs: list[str] | None = None,
         max_sequence_length: int = 512,
+        video_condition: LatentCondition | None = None,
+        audio_condition: LatentCondition | None = None,
+        compat: bool = False,
     ) -> JavisDiTPipelineOutput | tuple:
         r"""
         Generate a sounding video (``mode="t2av"``), audio only (``"t2a"``) or video only (``"t2v"``).
@@ -241,6 +263,11 @@ class JavisDiTPipeline(DiffusionPipeline):
             latents / audio_latents: initial noise (float32) instead of drawing it from ``generator``; with
                 ``denoise`` < 1 the clean latents to refine (they are noised to the matching sigma first).
             denoise: fraction of the schedule to run (1 = from pure noise), as ComfyUI's KSampler.
+            video_condition / audio_condition: reference latents with a per-latent-frame mask
+                (`javis_core.conditioning.LatentCondition`): written into the initial noise, frames with mask m
+                kept at the reference while t > 1000 m (the official replacement conditioning; m = 0 keeps them
+                throughout, m = 1 frees them). ``compat``: draw the crossover noise at every step for each modality,
+                as the official sampler does, so a seeded run reproduces its random stream.
             output_type: "np", "pt" or "latent".
             callback_on_step_end: ``fn(pipe, step, timestep, callback_kwargs) -> dict`` after every step; it may
                 replace tensors named in ``callback_on_step_end_tensor_inputs``. Setting ``pipe._interrupt`` (or
@@ -295,6 +322,12 @@ class JavisDiTPipeline(DiffusionPipeline):
             if want_audio
             else None
         )
+        masking = self._masking(video_condition, audio_condition, latents, audio_latents, compat)
+        if "video" in masking:
+            latents = masking["video"].condition.write_into(latents)
+        if "audio" in masking:
+            audio_latents = masking["audio"].condition.write_into(audio_latents)
+        draw = lambda shape: randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)  # noqa: E731
         video_scheduler = make_scheduler(scheduler) if scheduler else copy.deepcopy(self.scheduler)
         audio_scheduler = copy.deepcopy(video_scheduler)
         for sched in (video_scheduler, audio_scheduler):
@@ -317,20 +350,27 @@ class JavisDiTPipeline(DiffusionPipeline):
             for step, t in enumerate(timesteps):
                 if self.interrupt:
                     break
+                video_in, audio_in = latents, audio_latents
+                if "video" in masking:  # official order: video's noise is drawn first
+                    video_in = masking["video"].model_input(latents, t, draw)
+                if "audio" in masking:
+                    audio_in = masking["audio"].model_input(audio_latents, t, draw)
                 out = self.transformer(
-                    latents.repeat(copies, 1, 1, 1, 1) if want_video else None,
+                    video_in.repeat(copies, 1, 1, 1, 1) if want_video else None,
                     t.expand(batch * copies).to(device),
                     text,
-                    audio_hidden_states=audio_latents.repeat(copies, 1, 1, 1) if want_audio else None,
+                    audio_hidden_states=audio_in.repeat(copies, 1, 1, 1) if want_audio else None,
                     encoder_attention_mask=text_mask,
                     num_frames=num_frames,
                 )
                 if want_video:
                     velocity = _guided(out.sample, guidance_scale, do_cfg)
-                    latents = video_scheduler.step(velocity, t, latents, return_dict=False)[0]
+                    stepped = video_scheduler.step(velocity, t, latents, return_dict=False)[0]
+                    latents = masking["video"].after_step(stepped, latents) if "video" in masking else stepped
                 if want_audio:
                     velocity = _guided(out.audio_sample, audio_guidance_scale, do_cfg)
-                    audio_latents = audio_scheduler.step(velocity, t, audio_latents, return_dict=False)[0]
+                    stepped = audio_scheduler.step(velocity, t, audio_latents, return_dict=False)[0]
+                    audio_latents = masking["audio"].after_step(stepped, audio_latents) if "audio" in masking else stepped
 
                 if callback_on_step_end is not None:
                     available = {
