@@ -9,6 +9,7 @@ guidance (one scale for both modalities by default), Euler steps from noise (sig
 from __future__ import annotations
 
 import copy
+import inspect
 from dataclasses import dataclass
 from typing import Callable
 
@@ -47,6 +48,7 @@ class JavisDiTPipelineOutput(BaseOutput):
     audio: np.ndarray | torch.Tensor | None
     sample_rate: int = SAMPLE_RATE
     fps: int = FPS
+    report: tuple[str, ...] = ()  # what was done to conditioning media (resized, resampled, trimmed, ...)
 
 
 def _guided(velocity: torch.Tensor, scale: float, do_cfg: bool) -> torch.Tensor:
@@ -195,6 +197,10 @@ class JavisDiTPipeline(DiffusionPipeline):
                 continue
             if condition is None:
                 condition = LatentCondition.empty(tuple(current.shape))
+            elif condition.latents.shape[0] == 1 < current.shape[0]:  # one reference for every sample
+                repeat = current.shape[0]
+                condition = LatentCondition(condition.latents.expand(repeat, *condition.latents.shape[1:]),
+                                            condition.mask.expand(repeat, -1), condition.written.expand(repeat, -1))
             condition.check(tuple(current.shape), f"{name}_condition")
             masking[name] = MaskedSampling(condition.to(current.device), draw_every_step=compat)
         return masking
@@ -247,6 +253,11 @@ class JavisDiTPipeline(DiffusionPipeline):
         video_condition: LatentCondition | None = None,
         audio_condition: LatentCondition | None = None,
         compat: bool = False,
+        video=None,
+        audio=None,
+        image=None,
+        strength: float = 0.0,
+        extend_to: float | None = None,
     ) -> JavisDiTPipelineOutput | tuple:
         r"""
         Generate a sounding video (``mode="t2av"``), audio only (``"t2a"``) or video only (``"t2v"``).
@@ -268,11 +279,24 @@ class JavisDiTPipeline(DiffusionPipeline):
                 kept at the reference while t > 1000 m (the official replacement conditioning; m = 0 keeps them
                 throughout, m = 1 frees them). ``compat``: draw the crossover noise at every step for each modality,
                 as the official sampler does, so a seeded run reproduces its random stream.
+            video / audio / image: media to condition on (a path, an array, or `media_inputs.MediaInput` with
+                its own strength and time window): ``video`` keeps the picture and generates the sound, ``audio``
+                keeps the sound and generates the picture, ``image`` is the first frame. They are resized /
+                resampled / trimmed to the request (``output.report`` says what was done); the size and length
+                follow the input unless given. Held media with strength 0 come back as given, not VAE round trips.
+            strength: edit ratio of the held media (0 = kept exactly, 1 = only the starting noise).
+            extend_to: seconds; chain windows (each continuing the last latent frames and the sound of the clip
+                so far) until the clip is that long; with ``video`` the given clip (with its sound) is continued.
             output_type: "np", "pt" or "latent".
             callback_on_step_end: ``fn(pipe, step, timestep, callback_kwargs) -> dict`` after every step; it may
                 replace tensors named in ``callback_on_step_end_tensor_inputs``. Setting ``pipe._interrupt`` (or
                 calling ``interrupt_generation``) stops the loop after the current step.
         """
+        if video is not None or audio is not None or image is not None or extend_to is not None:
+            from .conditioned import generate_conditioned
+
+            call = {name: value for name, value in locals().items() if name in _PLAIN_CALL_ARGUMENTS}
+            return generate_conditioned(self, call, video, audio, image, strength, extend_to)
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
         callback_on_step_end_tensor_inputs = callback_on_step_end_tensor_inputs or ["latents"]
@@ -396,3 +420,8 @@ class JavisDiTPipeline(DiffusionPipeline):
         if not return_dict:
             return frames, audio
         return JavisDiTPipelineOutput(frames=frames, audio=audio)
+
+
+_PLAIN_CALL_ARGUMENTS = [name for name in inspect.signature(JavisDiTPipeline.__call__).parameters
+                         if name not in ("self", "video", "audio", "image", "strength", "extend_to",
+                                         "video_condition", "audio_condition")]  # fmt: skip
