@@ -29,6 +29,8 @@ from javis_core.app_support import (
     DEMO_MODEL,
     MAX_SEED,
     MODE_CHOICES,
+    TASK_CHOICES,
+    TASK_UPLOADS,
     GenerationCancelled,
     GenerationSettings,
     ModelConfig,
@@ -69,9 +71,12 @@ def build_demo(studio: Studio) -> gr.Blocks:
     """The page. The returned Blocks also carries its handler functions in ``demo.handlers`` (for tests)."""
 
     def generate(prompt, negative_prompt, mode, duration, resolution, aspect_ratio, guidance, audio_guidance,
-                 link_guidance, steps, shift, seed, randomize_seed, request: gr.Request = None,
+                 link_guidance, steps, shift, seed, randomize_seed, task="text", video_in=None, audio_in=None,
+                 image_in=None, strength=0.0, extend_to=None, request: gr.Request = None,
                  progress=gr.Progress()):  # noqa: B008  # fmt: skip
-        """Generate a sounding video (or audio only / video only) from text.
+        """Generate a sounding video (or audio only / video only) from text, or from your media: ``task`` "v2a"
+        (sound for ``video_in``), "a2v" (picture for ``audio_in``), "i2av" (``image_in`` as the first frame) or
+        "extend" (continue ``video_in`` to ``extend_to`` seconds); ``strength`` 0 keeps the media exactly.
 
         Returns the mp4 (None in audio-only mode), the wav (None in video-only mode), the file to download,
         the settings used (JSON) and the seed.
@@ -79,7 +84,8 @@ def build_demo(studio: Studio) -> gr.Blocks:
         try:
             settings = GenerationSettings.from_ui(
                 prompt, negative_prompt, mode, duration, resolution, aspect_ratio, guidance, audio_guidance,
-                link_guidance, steps, shift, seed, randomize_seed,
+                link_guidance, steps, shift, seed, randomize_seed, task, video_in, audio_in, image_in, strength,
+                extend_to,
             )  # fmt: skip
             session = getattr(request, "session_hash", None) or "default"
             result = studio.generate(settings, session, lambda done, total, what: progress((done, total), desc=what))
@@ -154,6 +160,14 @@ def build_demo(studio: Studio) -> gr.Blocks:
     def on_resolution(resolution, aspect_ratio):
         return gr.Dropdown(choices=aspect_choices(resolution), value=aspect_ratio)
 
+    def on_task(task):
+        """Show the uploads, strength and length controls the task uses; conditioned tasks generate both."""
+        uploads = TASK_UPLOADS[task]
+        return (gr.Video(visible="video_in" in uploads), gr.Audio(visible="audio_in" in uploads),
+                gr.Image(visible="image_in" in uploads), gr.Slider(visible=task != "text"),
+                gr.Number(visible=task in ("text", "i2av", "extend")),
+                gr.Radio(value="t2av") if task in ("v2a", "a2v", "extend") else gr.skip())  # fmt: skip
+
     def forget_session(request: gr.Request):
         shutil.rmtree(studio.session_dir(request.session_hash), ignore_errors=True)
 
@@ -177,6 +191,18 @@ def build_demo(studio: Studio) -> gr.Blocks:
                 with gr.Row():
                     run = gr.Button("Generate", variant="primary", elem_id="generate", scale=3)
                     stop = gr.Button("Cancel", variant="stop", elem_id="cancel", scale=1)
+                task = gr.Radio(TASK_CHOICES, value="text", label="Start from", elem_id="task")
+                video_in = gr.Video(label="Your video", sources=["upload"], visible=False, elem_id="video-in")
+                audio_in = gr.Audio(label="Your sound", type="filepath", sources=["upload"], visible=False,
+                                    elem_id="audio-in")  # fmt: skip
+                image_in = gr.Image(label="Your picture (first frame)", type="filepath", sources=["upload"],
+                                    visible=False, elem_id="image-in")  # fmt: skip
+                with gr.Row():
+                    strength = gr.Slider(0, 1, value=0, step=0.05, label="Strength", visible=False,
+                                         elem_id="strength", info="How much your media may change: 0 = kept "
+                                         "exactly, 1 = only a starting point")  # fmt: skip
+                    extend_to = gr.Number(0, label="Extend to (s)", minimum=0, maximum=60, elem_id="extend-to",
+                                          info="0 = no extension; longer clips chain windows of the duration")  # fmt: skip
                 mode = gr.Radio(MODE_CHOICES, value="t2av", label="Mode", elem_id="mode")
                 with gr.Row():
                     duration = gr.Slider(*DURATIONS, value=start["duration"], step=1, label="Duration (s)",
@@ -226,8 +252,10 @@ def build_demo(studio: Studio) -> gr.Blocks:
         link.change(on_link, [link, guidance], audio_guidance, api_visibility="private", queue=False)
         guidance.change(lambda linked, g, a: g if linked else a, [link, guidance, audio_guidance], audio_guidance,
                         api_visibility="private", queue=False)  # fmt: skip
+        task.change(on_task, task, [video_in, audio_in, image_in, strength, extend_to, mode],
+                    api_visibility="private", queue=False)  # fmt: skip
         inputs = [prompt, negative, mode, duration, resolution, aspect, guidance, audio_guidance, link, steps,
-                  shift, seed, randomize]  # fmt: skip
+                  shift, seed, randomize, task, video_in, audio_in, image_in, strength, extend_to]  # fmt: skip
         checked = run.click(check_settings, inputs, None, api_visibility="private")
         job = checked.success(generate, inputs, [video, audio, download, settings, seed], api_name="generate",
                               concurrency_limit=1, concurrency_id="gpu")  # fmt: skip
@@ -243,7 +271,7 @@ def build_demo(studio: Studio) -> gr.Blocks:
                             api_visibility="private")  # fmt: skip
         demo.unload(forget_session)
     demo.handlers = {"check": check_settings, "generate": generate, "cancel": cancel, "remember": remember,
-                     "show": show_from_history, "select_model": select_model}  # fmt: skip
+                     "show": show_from_history, "select_model": select_model, "task": on_task}  # fmt: skip
     return demo
 
 
