@@ -51,7 +51,8 @@ def run(pipe, captions: list[dict], steps: int, given: str) -> dict:
             onsets.append(list(scene.event_times))
             events.append(sync_metric.visual_events(frames, FPS))
         objects.append(item["kind"])
-        print(f"{given} {index}: {len(onsets[-1])} onsets, {len(events[-1])} events, {seconds[-1]:.1f} s", flush=True)
+        print(json.dumps({"given": given, "clip": index, "object": item["kind"], "onsets_s": onsets[-1],
+                          "events_s": events[-1], "seconds": round(seconds[-1], 1)}), flush=True)  # fmt: skip
     chance = sync_metric.against_chance(onsets, events, FPS, groups=objects)
     generated = events if given == "audio" else onsets
     return {"clips": len(captions), "against_chance": asdict(chance), "seconds_per_clip": float(np.median(seconds)),
