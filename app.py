@@ -202,7 +202,8 @@ def build_demo(studio: Studio) -> gr.Blocks:
                                          elem_id="strength", info="How much your media may change: 0 = kept "
                                          "exactly, 1 = only a starting point")  # fmt: skip
                     extend_to = gr.Number(0, label="Extend to (s)", minimum=0, maximum=60, elem_id="extend-to",
-                                          info="0 = no extension; longer clips chain windows of the duration")  # fmt: skip
+                                          info="0 = no extension; longer clips chain windows of the "
+                                          "duration")  # fmt: skip
                 mode = gr.Radio(MODE_CHOICES, value="t2av", label="Mode", elem_id="mode")
                 with gr.Row():
                     duration = gr.Slider(*DURATIONS, value=start["duration"], step=1, label="Duration (s)",

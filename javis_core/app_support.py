@@ -209,7 +209,8 @@ class GenerationSettings:
             args += ["--shift", f"{self.shift:g}"]
         if self.negative_prompt is not None:
             args += ["--negative-prompt", self.negative_prompt]
-        for flag, value in (("--video-in", self.video_in), ("--audio-in", self.audio_in), ("--image-in", self.image_in)):
+        media = (("--video-in", self.video_in), ("--audio-in", self.audio_in), ("--image-in", self.image_in))
+        for flag, value in media:
             if value is not None:
                 args += [flag, value]
         if self.task in ("v2a", "a2v"):

@@ -174,12 +174,14 @@ def generate_conditioned(pipe, call: dict, video=None, audio=None, image=None, s
     if video is not None and image is not None:
         raise ValueError("give either video= or image=, not both (image= is the first frame of a generated video)")
     if (video is not None or audio is not None) and mode != "t2av":
-        raise ValueError(f"video= and audio= need mode 't2av' (one modality is kept, the other generated; got {mode!r})")
+        raise ValueError(f"video= and audio= need mode 't2av' (one modality is kept, the other generated; "
+                         f"got {mode!r})")  # fmt: skip
     if image is not None and mode == "t2a":
         raise ValueError("image= needs mode 't2av' or 't2v' (it is the first frame of the video)")
     if extend_to is not None:
         if not isinstance(extend_to, (int, float)) or not 0 < extend_to <= MAX_EXTEND_SECONDS:
-            raise ValueError(f"extend_to must be a number of seconds in (0, {MAX_EXTEND_SECONDS:g}] (got {extend_to!r})")
+            raise ValueError(f"extend_to must be a number of seconds in (0, {MAX_EXTEND_SECONDS:g}] "
+                             f"(got {extend_to!r})")  # fmt: skip
         if audio is not None:
             raise ValueError("extend_to continues a clip: give video= (a clip with its sound) or nothing, not audio=")
         if mode != "t2av":
@@ -206,7 +208,8 @@ def generate_conditioned(pipe, call: dict, video=None, audio=None, image=None, s
         given = video_clip or audio_clip
         if given is not None:
             call["num_frames"] = _default_frames(given.seconds)
-            notes.append(f"clip length follows the input: {call['num_frames']} frames ({call['num_frames'] / FPS:.2f} s)")
+            frames = call["num_frames"]
+            notes.append(f"clip length follows the input: {frames} frames ({frames / FPS:.2f} s)")
     height, width, num_frames = pipe.resolve_size(call["resolution"], call["aspect_ratio"], call["height"],
                                                   call["width"], call["duration"], call["num_frames"])  # fmt: skip
     call.update(height=height, width=width, num_frames=num_frames, duration=None)
@@ -296,7 +299,8 @@ def _extend(pipe, call, video_clip: Clip | None, picture, image, strength, exten
     frames = frames[:target_frames]
     waveform = fit_audio(waveform, round(len(frames) / FPS * SAMPLE_RATE))
     notes.append(f"extend: {windows} window(s) of {num_frames} frames chained, {overlap_frames} frames "
-                 f"({overlap_frames / FPS:.4g} s) of picture and sound carried over each seam; {len(frames) / FPS:.2f} s")
+                 f"({overlap_frames / FPS:.4g} s) of picture and sound carried over each seam; "
+                 f"{len(frames) / FPS:.2f} s")  # fmt: skip
     frames, audio = frames[None], torch.from_numpy(np.ascontiguousarray(waveform))[None]
     if call["output_type"] == "np":
         frames, audio = frames.numpy(), audio.numpy()

@@ -164,7 +164,8 @@ def official_conditions(
     scale = official_v2a_scale(fps)
     video_len, audio_len = video_shape[2], audio_shape[2]
     for i, strategy in enumerate(strategies):
-        for loop_id, ref_id, v_ref_start, v_target_start, v_length, ratio, modality in parse_official_strategy(strategy):
+        for group in parse_official_strategy(strategy):
+            loop_id, ref_id, v_ref_start, v_target_start, v_length, ratio, modality = group
             if loop_id != loop:
                 continue
             if modality not in MODALITIES:

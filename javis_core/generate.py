@@ -52,9 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
     media.add_argument("--image-in", type=Path, default=None, help="use this picture as the first frame")
     given.add_argument("--audio-in", type=Path, default=None, help="keep this sound and generate the picture")
     given.add_argument("--strength", type=float, default=0.0,
-                       help="how much the given media may change: 0 = kept exactly (default), 1 = only a start")  # fmt: skip
+                       help="how much the given media may change: 0 = kept exactly (default), "
+                       "1 = only a start")  # fmt: skip
     given.add_argument("--extend-to", type=float, default=None, metavar="SECONDS",
-                       help="make a longer clip by chaining windows of --duration, each continuing the last")  # fmt: skip
+                       help="make a longer clip by chaining windows of --duration, each continuing "
+                       "the last")  # fmt: skip
 
     sampling = parser.add_argument_group("sampling")
     sampling.add_argument("--steps", type=int, default=None,

@@ -103,7 +103,7 @@ def resample(waveform: np.ndarray, rate: float) -> np.ndarray:
     frame = av.AudioFrame.from_ndarray(waveform.astype(np.float32)[None], format="flt", layout="mono")
     frame.sample_rate = int(rate)
     resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
-    chunks = [f.to_ndarray()[0] for f in resampler.resample(frame)] + [f.to_ndarray()[0] for f in resampler.resample(None)]
+    chunks = [f.to_ndarray()[0] for batch in (frame, None) for f in resampler.resample(batch)]
     return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
 
 
@@ -199,4 +199,6 @@ def fit_frames(frames: np.ndarray, height: int, width: int) -> torch.Tensor:
 
 
 def fit_audio(waveform: np.ndarray, num_samples: int) -> np.ndarray:
-    return waveform[:num_samples] if len(waveform) >= num_samples else np.pad(waveform, (0, num_samples - len(waveform)))
+    if len(waveform) >= num_samples:
+        return waveform[:num_samples]
+    return np.pad(waveform, (0, num_samples - len(waveform)))

@@ -190,7 +190,8 @@ class JavisDiTPipeline(DiffusionPipeline):
         if video_condition is None and audio_condition is None:
             return {}
         masking = {}
-        for name, condition, current in (("video", video_condition, latents), ("audio", audio_condition, audio_latents)):
+        given = (("video", video_condition, latents), ("audio", audio_condition, audio_latents))
+        for name, condition, current in given:
             if current is None:
                 if condition is not None:
                     raise ValueError(f"{name}_condition was given but this mode does not generate {name}")
@@ -394,7 +395,9 @@ class JavisDiTPipeline(DiffusionPipeline):
                 if want_audio:
                     velocity = _guided(out.audio_sample, audio_guidance_scale, do_cfg)
                     stepped = audio_scheduler.step(velocity, t, audio_latents, return_dict=False)[0]
-                    audio_latents = masking["audio"].after_step(stepped, audio_latents) if "audio" in masking else stepped
+                    if "audio" in masking:
+                        stepped = masking["audio"].after_step(stepped, audio_latents)
+                    audio_latents = stepped
 
                 if callback_on_step_end is not None:
                     available = {

@@ -55,7 +55,8 @@ def _run(data, meta, generator, video, audio):
     height, width, frames = int(meta["height"]), int(meta["width"]), int(meta["num_frames"])
     seen = []
     out = pipe(
-        height=height // 16 * 16, width=width // 16 * 16, num_frames=frames, shift=official_shift(height, width, frames),
+        height=height // 16 * 16, width=width // 16 * 16, num_frames=frames,
+        shift=official_shift(height, width, frames),
         num_inference_steps=int(meta["steps"]), guidance_scale=float(meta["guidance_scale"]),
         prompt_embeds=data["y_cond"], prompt_attention_mask=data["mask_cond"],
         negative_prompt_embeds=data["y_neg"], negative_prompt_attention_mask=data["mask_neg"],
