@@ -33,6 +33,8 @@ from javis_core.studio.session import (
     DEMO_MODEL,
     MAX_SEED,
     MODE_CHOICES,
+    TASK_CHOICES,
+    TASK_UPLOADS,
     GenerationCancelled,
     GenerationSettings,
     ModelConfig,
@@ -89,9 +91,12 @@ def build_demo(studio: Studio) -> gr.Blocks:
     threads = anyio.CapacityLimiter(studio.gate.max_waiting + studio.gate.slots + 2)
 
     async def generate(prompt, negative_prompt, mode, duration, resolution, aspect_ratio, guidance, audio_guidance,
-                       link_guidance, steps, shift, seed, randomize_seed, model=None, history=None,
+                       link_guidance, steps, shift, seed, randomize_seed, task="text", video_in=None, audio_in=None,
+                       image_in=None, strength=0.0, extend_to=None, model=None, history=None,
                        request: gr.Request = None, progress=gr.Progress()):  # noqa: B008  # fmt: skip
-        """Generate a sounding video (or audio only / video only) from text.
+        """Generate a sounding video (or audio only / video only) from text, or from your media: ``task`` "v2a"
+        (sound for ``video_in``), "a2v" (picture for ``audio_in``), "i2av" (``image_in`` as the first frame) or
+        "extend" (continue ``video_in`` to ``extend_to`` seconds); ``strength`` 0 keeps the media exactly.
 
         Returns the mp4 (None in audio-only mode), the wav (None in video-only mode), the file to download,
         the settings used (JSON) and the seed.
@@ -100,7 +105,8 @@ def build_demo(studio: Studio) -> gr.Blocks:
         try:
             settings = GenerationSettings.from_ui(
                 prompt, negative_prompt, mode, duration, resolution, aspect_ratio, guidance, audio_guidance,
-                link_guidance, steps, shift, seed, randomize_seed,
+                link_guidance, steps, shift, seed, randomize_seed, task, video_in, audio_in, image_in, strength,
+                extend_to,
             )  # fmt: skip
             report = lambda done, total, what: progress((done, total), desc=what)  # noqa: E731
             job = functools.partial(run_job, settings, _session(request), _client(request), model, cancel, report)
@@ -132,7 +138,7 @@ def build_demo(studio: Studio) -> gr.Blocks:
         """Reject bad input (the values ``generate`` takes) before the generation starts: the error of an event
         without outputs is a message only, so the result on show is not covered by the error state of every output."""
         try:
-            GenerationSettings.from_ui(*values[:13])
+            GenerationSettings.from_ui(*values[:19])
         except StudioError as error:
             raise gr.Error(_as_html(error), print_exception=False) from None
 
@@ -171,6 +177,14 @@ def build_demo(studio: Studio) -> gr.Blocks:
     def on_resolution(resolution, aspect_ratio, model):
         return gr.Dropdown(choices=aspect_choices(resolution, studio.models.spatial_stride(model)), value=aspect_ratio)
 
+    def on_task(task):
+        """Show the uploads, strength and length controls the task uses; conditioned tasks generate both."""
+        uploads = TASK_UPLOADS[task]
+        return (gr.Video(visible="video_in" in uploads), gr.Audio(visible="audio_in" in uploads),
+                gr.Image(visible="image_in" in uploads), gr.Slider(visible=task != "text"),
+                gr.Number(visible=task in ("text", "i2av", "extend")),
+                gr.Radio(value="t2av") if task in ("v2a", "a2v", "extend") else gr.skip())  # fmt: skip
+
     def forget_session(request: gr.Request):
         studio.forget_session(_session(request))
 
@@ -194,6 +208,19 @@ def build_demo(studio: Studio) -> gr.Blocks:
                 with gr.Row():
                     run = gr.Button("Generate", variant="primary", elem_id="generate", scale=3)
                     stop = gr.Button("Cancel", variant="stop", elem_id="cancel", scale=1)
+                task = gr.Radio(TASK_CHOICES, value="text", label="Start from", elem_id="task")
+                video_in = gr.Video(label="Your video", sources=["upload"], visible=False, elem_id="video-in")
+                audio_in = gr.Audio(label="Your sound", type="filepath", sources=["upload"], visible=False,
+                                    elem_id="audio-in")  # fmt: skip
+                image_in = gr.Image(label="Your picture (first frame)", type="filepath", sources=["upload"],
+                                    visible=False, elem_id="image-in")  # fmt: skip
+                with gr.Row():
+                    strength = gr.Slider(0, 1, value=0, step=0.05, label="Strength", visible=False,
+                                         elem_id="strength", info="How much your media may change: 0 = kept "
+                                         "exactly, 1 = only a starting point")  # fmt: skip
+                    extend_to = gr.Number(0, label="Extend to (s)", minimum=0, maximum=60, elem_id="extend-to",
+                                          info="0 = no extension; longer clips chain windows of the "
+                                          "duration")  # fmt: skip
                 mode = gr.Radio(MODE_CHOICES, value="t2av", label="Mode", elem_id="mode")
                 with gr.Row():
                     duration = gr.Slider(*_span("duration"), value=start["duration"], step=1, label="Duration (s)",
@@ -248,9 +275,11 @@ def build_demo(studio: Studio) -> gr.Blocks:
         link.change(on_link, [link, guidance], audio_guidance, api_visibility="private", queue=False)
         guidance.change(lambda linked, g, a: g if linked else a, [link, guidance, audio_guidance], audio_guidance,
                         api_visibility="private", queue=False)  # fmt: skip
+        task.change(on_task, task, [video_in, audio_in, image_in, strength, extend_to, mode],
+                    api_visibility="private", queue=False)  # fmt: skip
         # the request's controls (in ``generate``'s order), then the session's State (not part of the API)
         inputs = [prompt, negative, mode, duration, resolution, aspect, guidance, audio_guidance, link, steps,
-                  shift, seed, randomize]  # fmt: skip
+                  shift, seed, randomize, task, video_in, audio_in, image_in, strength, extend_to]  # fmt: skip
         # queued (its error shows as a toast), but never held back: nothing in the queue has a concurrency limit
         checked = run.click(check_settings, inputs, None, api_visibility="private")
         # no Gradio limit on this event: the studio's own line (JobGate) orders the jobs and bounds each client
@@ -267,7 +296,7 @@ def build_demo(studio: Studio) -> gr.Blocks:
                             api_visibility="private", queue=False)  # fmt: skip
         demo.unload(forget_session)
     demo.handlers = {"check": check_settings, "generate": generate, "cancel": cancel, "history": show_history,
-                     "show": show_from_history, "select_model": select_model}  # fmt: skip
+                     "show": show_from_history, "select_model": select_model, "task": on_task}  # fmt: skip
     return demo
 
 

@@ -2,6 +2,9 @@
 
     python -m javis_core.generate --prompt "a dog barks at a passing train" --out clip.mp4
     python -m javis_core.generate --prompts JavisBench.csv --out-dir samples/   # numbered, resumable, multi-GPU
+    python -m javis_core.generate --prompt "footsteps on gravel" --video-in walk.mp4 --out walk_with_sound.mp4
+    python -m javis_core.generate --prompt "a drummer" --audio-in drums.wav --out drummer.mp4
+    python -m javis_core.generate --prompt "waves" --image-in beach.png --extend-to 8 --out waves.mp4
 
 Weights come from the hub ids by default (JavisVerse/JavisDiT-v1.0-jav, Wan-AI/Wan2.1-T2V-1.3B, cvssp/audioldm2);
 ``--model``, ``--wan`` and ``--audioldm2`` take local directories instead. ``--model`` also takes a complete
@@ -42,6 +45,20 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--aspect-ratio", default="9:16",
                       help=f"H:W ratio ({', '.join(ASPECT_RATIOS)}) or {', '.join(ASPECT_PRESETS)}; "
                       "'9:16' is landscape")  # fmt: skip
+
+    given = parser.add_argument_group("conditioning on your media (see README, 'Conditioned generation')")
+    media = given.add_mutually_exclusive_group()
+    media.add_argument("--video-in", type=Path, default=None,
+                       help="keep this video's picture and generate its sound (with --extend-to: continue this "
+                       "clip, sound included)")  # fmt: skip
+    media.add_argument("--image-in", type=Path, default=None, help="use this picture as the first frame")
+    given.add_argument("--audio-in", type=Path, default=None, help="keep this sound and generate the picture")
+    given.add_argument("--strength", type=float, default=0.0,
+                       help="how much the given media may change: 0 = kept exactly (default), "
+                       "1 = only a start")  # fmt: skip
+    given.add_argument("--extend-to", type=float, default=None, metavar="SECONDS",
+                       help="make a longer clip by chaining windows of --duration, each continuing "
+                       "the last")  # fmt: skip
 
     sampling = parser.add_argument_group("sampling")
     sampling.add_argument("--steps", type=int, default=None,
@@ -113,6 +130,33 @@ def apply_model_defaults(args: argparse.Namespace) -> None:
     args.steps = DEFAULT_STEPS if args.steps is None else args.steps
 
 
+def check_media(args: argparse.Namespace) -> dict:
+    """Read the given media once before any weights load, so a bad file fails fast; the pipeline arguments."""
+    from .media_inputs import MediaInput, read_audio_input, read_image_input, read_video_input
+
+    named = {"--video-in": args.video_in, "--audio-in": args.audio_in, "--image-in": args.image_in}
+    given = {flag: path for flag, path in named.items() if path is not None}
+    if (args.video_in or args.audio_in) and args.mode != "t2av":
+        raise ValueError(f"--video-in and --audio-in need --mode t2av (got {args.mode})")
+    if args.image_in and args.mode == "t2a":
+        raise ValueError("--image-in needs --mode t2av or t2v")
+    if args.extend_to is not None and args.audio_in:
+        raise ValueError("--extend-to continues a clip: give --video-in (a clip with sound), --image-in or neither")
+    if not 0 <= args.strength <= 1:
+        raise ValueError(f"--strength must be from 0 (kept exactly) to 1 (got {args.strength:g})")
+    readers = {"--video-in": read_video_input, "--audio-in": read_audio_input, "--image-in": read_image_input}
+    for flag, path in given.items():
+        try:
+            readers[flag](MediaInput(path), flag)
+        except ValueError as error:
+            raise ValueError(str(error)) from None
+    media = {"video": args.video_in, "audio": args.audio_in, "image": args.image_in}
+    media = {name: str(path) for name, path in media.items() if path is not None}
+    if media or args.extend_to is not None:
+        media.update(strength=args.strength, extend_to=args.extend_to)
+    return media
+
+
 def run(args: argparse.Namespace) -> list[Path]:
     from accelerate import PartialState
 
@@ -132,6 +176,7 @@ def run(args: argparse.Namespace) -> list[Path]:
         check_request(prompt, args.mode, args.steps, args.guidance, args.audio_guidance, args.shift,
                       negative_prompt=args.negative_prompt, names=CLI_NAMES)  # fmt: skip
     resolve_size(args.resolution, args.aspect_ratio, None, None, args.duration, args.num_frames, names=CLI_NAMES)
+    media = check_media(args)
     if args.dtype is not None:
         parse_dtype(args.dtype)
     if args.attention is not None:
@@ -157,8 +202,10 @@ def run(args: argparse.Namespace) -> list[Path]:
                 aspect_ratio=args.aspect_ratio, duration=args.duration, num_frames=args.num_frames,
                 num_inference_steps=args.steps, guidance_scale=args.guidance,
                 audio_guidance_scale=args.audio_guidance, shift=args.shift, scheduler=args.scheduler,
-                preset=args.preset, generator=generator,
+                preset=args.preset, generator=generator, **media,
             )  # fmt: skip
+            for note in result.report:
+                print(f"[{index}] {note}")
             files = save_result(result, 0, stem, args.mode, args.wav)
             settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
             settings.update(prompt=prompt, seed=args.seed + index)

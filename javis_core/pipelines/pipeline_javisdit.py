@@ -9,6 +9,7 @@ guidance (one scale for both modalities by default), Euler steps from noise (sig
 from __future__ import annotations
 
 import copy
+import inspect
 from dataclasses import dataclass
 from typing import Callable
 
@@ -21,6 +22,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from transformers import PreTrainedModel
 
 from ..codecs.audio import AudioCodec, audio_latent_shape, num_audio_samples
+from .conditioning import LatentCondition, MaskedSampling
 from .schedule import make_scheduler, official_shift, partial_sigmas
 from .requests import check_mode_supported, has_audio, has_video
 from .requests import check_request as _check_request
@@ -43,6 +45,7 @@ class JavisDiTPipelineOutput(BaseOutput):
     audio: np.ndarray | torch.Tensor | None
     sample_rate: int = SAMPLE_RATE
     fps: int = FPS
+    report: tuple[str, ...] = ()  # what was done to conditioning media (resized, resampled, trimmed, ...)
 
 
 def _guided(velocity: torch.Tensor, scale: float, do_cfg: bool) -> torch.Tensor:
@@ -153,6 +156,29 @@ class JavisDiTPipeline(DiffusionPipeline):
         noise = randn_tensor(clean.shape, generator=generator, device=device, dtype=torch.float32)
         return start_sigma * noise + (1 - start_sigma) * clean
 
+    @staticmethod
+    def _masking(video_condition, audio_condition, latents, audio_latents, compat) -> dict[str, MaskedSampling]:
+        """Per-modality masking for the loop: none without conditions; with any, every generated modality is
+        masked (the official sampler builds all-ones masks for the unconditioned one)."""
+        if video_condition is None and audio_condition is None:
+            return {}
+        masking = {}
+        given = (("video", video_condition, latents), ("audio", audio_condition, audio_latents))
+        for name, condition, current in given:
+            if current is None:
+                if condition is not None:
+                    raise ValueError(f"{name}_condition was given but this mode does not generate {name}")
+                continue
+            if condition is None:
+                condition = LatentCondition.empty(tuple(current.shape))
+            elif condition.latents.shape[0] == 1 < current.shape[0]:  # one reference for every sample
+                repeat = current.shape[0]
+                condition = LatentCondition(condition.latents.expand(repeat, *condition.latents.shape[1:]),
+                                            condition.mask.expand(repeat, -1), condition.written.expand(repeat, -1))
+            condition.check(tuple(current.shape), f"{name}_condition")
+            masking[name] = MaskedSampling(condition.to(current.device), draw_every_step=compat)
+        return masking
+
     # ------------------------------------------------------------------ decoding
     def decode_video(self, latents: torch.Tensor) -> torch.Tensor:
         """Normalised Wan latents -> frames (B, T, H, W, 3) in [0, 1], float32."""
@@ -211,6 +237,14 @@ class JavisDiTPipeline(DiffusionPipeline):
         max_sequence_length: int = 512,
         attention_kwargs: dict | None = None,
         preset: str | None = None,
+        video_condition: LatentCondition | None = None,
+        audio_condition: LatentCondition | None = None,
+        compat: bool = False,
+        video=None,
+        audio=None,
+        image=None,
+        strength: float = 0.0,
+        extend_to: float | None = None,
     ) -> JavisDiTPipelineOutput | tuple:
         r"""
         Generate a sounding video (``mode="t2av"``), audio only (``"t2a"``) or video only (``"t2v"``).
@@ -227,6 +261,19 @@ class JavisDiTPipeline(DiffusionPipeline):
             latents / audio_latents: initial noise (float32) instead of drawing it from ``generator``; with
                 ``denoise`` < 1 the clean latents to refine (they are noised to the matching sigma first).
             denoise: fraction of the schedule to run (1 = from pure noise), as ComfyUI's KSampler.
+            video_condition / audio_condition: reference latents with a per-latent-frame mask
+                (`javis_core.pipelines.conditioning.LatentCondition`): written into the initial noise, frames with mask m
+                kept at the reference while t > 1000 m (the official replacement conditioning; m = 0 keeps them
+                throughout, m = 1 frees them). ``compat``: draw the crossover noise at every step for each modality,
+                as the official sampler does, so a seeded run reproduces its random stream.
+            video / audio / image: media to condition on (a path, an array, or `media_inputs.MediaInput` with
+                its own strength and time window): ``video`` keeps the picture and generates the sound, ``audio``
+                keeps the sound and generates the picture, ``image`` is the first frame. They are resized /
+                resampled / trimmed to the request (``output.report`` says what was done); the size and length
+                follow the input unless given. Held media with strength 0 come back as given, not VAE round trips.
+            strength: edit ratio of the held media (0 = kept exactly, 1 = only the starting noise).
+            extend_to: seconds; chain windows (each continuing the last latent frames and the sound of the clip
+                so far) until the clip is that long; with ``video`` the given clip (with its sound) is continued.
             output_type: "np", "pt" or "latent".
             callback_on_step_end: ``fn(pipe, step, timestep, callback_kwargs) -> dict`` after every step; it may
                 replace tensors named in ``callback_on_step_end_tensor_inputs``. Setting ``pipe._interrupt`` (or
@@ -236,6 +283,11 @@ class JavisDiTPipeline(DiffusionPipeline):
                 and for "fastest" a first-block cache during this call); sets ``num_inference_steps`` and
                 ``scheduler`` where they are not given. See ``javis_core.pipelines.speed.PRESETS``.
         """
+        if video is not None or audio is not None or image is not None or extend_to is not None:
+            from .conditioned import generate_conditioned
+
+            call = {name: value for name, value in locals().items() if name in _PLAIN_CALL_ARGUMENTS}
+            return generate_conditioned(self, call, video, audio, image, strength, extend_to)
         settings = get_preset(preset) if preset is not None else None
         if num_inference_steps is None:
             num_inference_steps = settings.num_inference_steps if settings else 50
@@ -290,6 +342,12 @@ class JavisDiTPipeline(DiffusionPipeline):
             if want_audio
             else None
         )
+        masking = self._masking(video_condition, audio_condition, latents, audio_latents, compat)
+        if "video" in masking:
+            latents = masking["video"].condition.write_into(latents)
+        if "audio" in masking:
+            audio_latents = masking["audio"].condition.write_into(audio_latents)
+        draw = lambda shape: randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)  # noqa: E731
         video_scheduler = make_scheduler(scheduler) if scheduler else copy.deepcopy(self.scheduler)
         audio_scheduler = copy.deepcopy(video_scheduler)
         for sched in (video_scheduler, audio_scheduler):
@@ -314,24 +372,33 @@ class JavisDiTPipeline(DiffusionPipeline):
             for step, t in enumerate(timesteps):
                 if self.interrupt:
                     break
+                video_in, audio_in = latents, audio_latents
+                if "video" in masking:  # official order: video's noise is drawn first
+                    video_in = masking["video"].model_input(latents, t, draw)
+                if "audio" in masking:
+                    audio_in = masking["audio"].model_input(audio_latents, t, draw)
                 # One batched [cond; uncond] call a step: diffusers' caches keep their state under this name.
                 context = dict(step_index=step, num_inference_steps=len(timesteps), sigma=sigmas[step])
                 with self.transformer.cache_context("cond_uncond" if do_cfg else "cond", **context):
                     out = self.transformer(
-                        latents.repeat(copies, 1, 1, 1, 1) if want_video else None,
+                        video_in.repeat(copies, 1, 1, 1, 1) if want_video else None,
                         t.expand(batch * copies).to(device),
                         text,
-                        audio_hidden_states=audio_latents.repeat(copies, 1, 1, 1) if want_audio else None,
+                        audio_hidden_states=audio_in.repeat(copies, 1, 1, 1) if want_audio else None,
                         encoder_attention_mask=text_mask,
                         num_frames=num_frames,
                         attention_kwargs=attention_kwargs,
                     )
                 if want_video:
                     velocity = _guided(out.sample, guidance_scale, do_cfg)
-                    latents = video_scheduler.step(velocity, t, latents, return_dict=False)[0]
+                    stepped = video_scheduler.step(velocity, t, latents, return_dict=False)[0]
+                    latents = masking["video"].after_step(stepped, latents) if "video" in masking else stepped
                 if want_audio:
                     velocity = _guided(out.audio_sample, audio_guidance_scale, do_cfg)
-                    audio_latents = audio_scheduler.step(velocity, t, audio_latents, return_dict=False)[0]
+                    stepped = audio_scheduler.step(velocity, t, audio_latents, return_dict=False)[0]
+                    if "audio" in masking:
+                        stepped = masking["audio"].after_step(stepped, audio_latents)
+                    audio_latents = stepped
 
                 if callback_on_step_end is not None:
                     available = {
@@ -359,3 +426,8 @@ class JavisDiTPipeline(DiffusionPipeline):
         if not return_dict:
             return frames, audio
         return JavisDiTPipelineOutput(frames=frames, audio=audio)
+
+
+_PLAIN_CALL_ARGUMENTS = [name for name in inspect.signature(JavisDiTPipeline.__call__).parameters
+                         if name not in ("self", "video", "audio", "image", "strength", "extend_to",
+                                         "video_condition", "audio_condition")]  # fmt: skip

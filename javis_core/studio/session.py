@@ -21,7 +21,16 @@ import torch
 
 from .server import JobGate, OutputStore, Rejected
 from ..loaders.hub import AUDIOLDM2_REPO, JAVISDIT_REPO, WAN_REPO
-from ..pipelines.requests import MAX_PROMPT_CHARS, MODES, UI_LIMITS, RequestError, check_request, has_video, resolve_size
+from ..pipelines.requests import (
+    MAX_PROMPT_CHARS,
+    MODES,
+    UI_LIMITS,
+    Range,
+    RequestError,
+    check_request,
+    has_video,
+    resolve_size,
+)
 from ..pipelines.sizes import ASPECT_PRESETS, ASPECT_RATIOS, FPS, SAMPLE_RATE, frames_for_duration, image_size
 from ..codecs.text import DEFAULT_NEGATIVE_PROMPT
 from ..utils import best_device
@@ -39,6 +48,14 @@ UI_NAMES = {
 }  # fmt: skip
 DEFAULT_KEEP_BYTES = 5 * 2**30  # the output folder's bound: 5 GB of results ...
 DEFAULT_KEEP_SECONDS = 24 * 3600  # ... none older than a day
+# What the generation starts from (README, "Conditioned generation"); the uploads each task needs
+TASK_CHOICES = [("Text", "text"), ("Video to audio", "v2a"), ("Audio to video", "a2v"),
+                ("Image to audio + video", "i2av"), ("Extend a clip", "extend")]  # fmt: skip
+TASK_UPLOADS = {"text": (), "v2a": ("video_in",), "a2v": ("audio_in",), "i2av": ("image_in",),
+                "extend": ("video_in",)}  # fmt: skip
+_UPLOAD_NAMES = {"video_in": "a video", "audio_in": "a sound", "image_in": "a picture"}
+_PIPELINE_INPUTS = {"video_in": "video", "audio_in": "audio", "image_in": "image"}
+MAX_EXTEND_SECONDS = 60.0
 _OUT_OF_MEMORY = (getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError),)
 
 
@@ -89,6 +106,12 @@ class GenerationSettings:
     shift: float | None = None  # None: the official formula for the size and length
     seed: int = 42
     negative_prompt: str | None = None  # None: the official default for the mode
+    task: str = "text"  # TASK_CHOICES: what the generation starts from
+    video_in: str | None = None
+    audio_in: str | None = None
+    image_in: str | None = None
+    strength: float = 0.0  # how much the given media may change (0 = kept exactly)
+    extend_to: float | None = None  # seconds, for task "extend" (and optional with "text" / "i2av")
 
     @classmethod
     def from_ui(
@@ -106,6 +129,12 @@ class GenerationSettings:
         shift: float | None = 0,
         seed: int | None = 42,
         randomize_seed: bool = False,
+        task: str = "text",
+        video_in: str | None = None,
+        audio_in: str | None = None,
+        image_in: str | None = None,
+        strength: float = 0.0,
+        extend_to: float | None = None,
     ) -> GenerationSettings:
         """Validate what the page (or an API caller) sent. ``shift`` 0/None means automatic, an untouched
         default negative prompt means the mode's default, ``link_guidance`` reuses the video scale for audio."""
@@ -130,10 +159,11 @@ class GenerationSettings:
         steps, shift_value, seed = numbers["num_inference_steps"], numbers.get("shift"), numbers["seed"]
         if negative_prompt is not None and negative_prompt.strip() == DEFAULT_NEGATIVE_PROMPT:
             negative_prompt = None
+        conditioning = _check_task(task, mode, duration, video_in, audio_in, image_in, strength, extend_to)
         return cls(
             prompt=prompt, mode=mode, duration=duration, resolution=resolution, aspect_ratio=aspect_ratio,
             guidance_scale=guidance_scale, audio_guidance_scale=audio_guidance_scale, num_inference_steps=steps,
-            shift=shift_value, seed=seed, negative_prompt=negative_prompt,
+            shift=shift_value, seed=seed, negative_prompt=negative_prompt, **conditioning,
         )  # fmt: skip
 
     @property
@@ -145,6 +175,13 @@ class GenerationSettings:
         kwargs = {name: getattr(self, name) for name in (
             "prompt", "negative_prompt", "mode", "resolution", "aspect_ratio", "duration", "num_inference_steps",
             "guidance_scale", "audio_guidance_scale", "shift")}  # fmt: skip
+        if self.task != "text":
+            kwargs |= {argument: getattr(self, name) for name, argument in _PIPELINE_INPUTS.items()}
+            kwargs["strength"] = self.strength
+            if self.task in ("v2a", "a2v"):
+                kwargs["duration"] = None  # the clip follows the given media's length (up to 5 s)
+        if self.extend_to is not None:
+            kwargs["extend_to"] = self.extend_to
         # the CLI seeds a CPU generator the same way, so its command (cli_command) reproduces this result exactly
         return kwargs | {"generator": torch.Generator("cpu").manual_seed(self.seed)}
 
@@ -162,6 +199,16 @@ class GenerationSettings:
             args += ["--negative-prompt", self.negative_prompt]
         if model.preset is not None:
             args += ["--preset", model.preset]
+        media = (("--video-in", self.video_in), ("--audio-in", self.audio_in), ("--image-in", self.image_in))
+        for flag, value in media:
+            if value is not None:
+                args += [flag, value]
+        if self.task in ("v2a", "a2v"):
+            args.remove("--duration"), args.remove(f"{self.duration:g}")
+        if self.task != "text" and self.strength:
+            args += ["--strength", f"{self.strength:g}"]
+        if self.extend_to is not None:
+            args += ["--extend-to", f"{self.extend_to:g}"]
         if demo:
             args += ["--model", "demo"]
         else:
@@ -179,6 +226,54 @@ class GenerationSettings:
 
     def to_dict(self) -> dict:
         return asdict(self) | {"num_frames": self.num_frames}
+
+
+def _within(span: Range, label: str, value) -> float:
+    """``value`` (a number or its text) within ``span``; the error names the control by its label."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise StudioError(f"{label} must be {span.describe()} (got {value!r})") from None
+    try:
+        return span.check(label, number, label)
+    except RequestError as error:
+        raise StudioError(str(error)) from None
+
+
+def _check_task(task, mode, duration, video_in, audio_in, image_in, strength, extend_to) -> dict:
+    """The conditioning part of a request: the task's uploads are there and readable, the numbers in range."""
+    from ..media_inputs import MediaInput, read_audio_input, read_image_input, read_video_input
+
+    tasks = [value for _, value in TASK_CHOICES]
+    if task not in tasks:
+        raise StudioError(f"Task must be one of {', '.join(tasks)} (got {task!r})")
+    uploads = {"video_in": video_in or None, "audio_in": audio_in or None, "image_in": image_in or None}
+    needed = TASK_UPLOADS[task]
+    label = dict((value, name) for name, value in TASK_CHOICES)[task]
+    for name in needed:
+        if uploads[name] is None:
+            raise StudioError(f"{label} needs {_UPLOAD_NAMES[name]}: upload one first.")
+    if task in ("v2a", "a2v", "extend") and mode != "t2av":
+        raise StudioError(f"{label} needs the mode Audio + video (got {mode}).")
+    if task == "i2av" and mode == "t2a":
+        raise StudioError(f"{label} needs the mode Audio + video or Video only.")
+    readers = {"video_in": read_video_input, "audio_in": read_audio_input, "image_in": read_image_input}
+    kept = {name: None for name in uploads}
+    for name in needed:
+        try:
+            readers[name](MediaInput(uploads[name]), _PIPELINE_INPUTS[name])
+        except ValueError as error:
+            raise StudioError(f"The uploaded file cannot be used: {error}") from None
+        kept[name] = str(uploads[name])
+    strength = _within(Range(0, 1), "Strength", strength if task != "text" else 0)
+    if task == "extend" and extend_to in (None, "", 0):
+        raise StudioError("Extend a clip needs a target length: set 'Extend to (s)'.")
+    if extend_to in (None, "", 0) or task in ("v2a", "a2v"):
+        extend_to = None
+    else:
+        low = duration if task != "extend" else 0
+        extend_to = _within(Range(low, MAX_EXTEND_SECONDS, low_open=True), "Extend to (s)", extend_to)
+    return dict(task=task, strength=strength, extend_to=extend_to, **kept)
 
 
 # ---------------------------------------------------------------------------------------------- model
@@ -524,6 +619,7 @@ class Studio:
             "preset": self.models.config.preset,
             "seconds": round(elapsed, 1),
             "command": settings.cli_command(self.models.config, demo=demo),
+            "report": list(getattr(output, "report", ())),  # what was done to the given media
         }
         stem.with_suffix(".json").write_text(json.dumps(record, indent=1, ensure_ascii=False), encoding="utf-8")
         return GenerationResult(video=video_path, audio=audio_path, settings=record, thumbnail=thumbnail,
