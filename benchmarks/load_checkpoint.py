@@ -33,7 +33,7 @@ RANK, ALPHA = 64, 16
 
 
 def official_shapes() -> dict[str, list[int]]:
-    spec = json.loads((REPO.parent / "shared" / "spec" / "official_state_dict.json").read_text())
+    spec = json.loads((REPO / "tests" / "fixtures" / "official_state_dict.json").read_text())
     return {entry["key"]: entry["shape"] for entry in spec["state_dict"]}
 
 

@@ -1,4 +1,4 @@
-"""Reading and writing of audio-video clips with PyAV (spec section 5, "Output saving").
+"""Reading and writing of audio-video clips with PyAV (docs/official.md §5, "Output saving").
 
 Videos are written as H.264 (yuv420p) + AAC mp4 with the moov atom at the front so browsers can stream them;
 mono audio is duplicated to stereo like the official saver. No ffmpeg/ffprobe binary is needed.
@@ -20,7 +20,7 @@ ArrayLike = np.ndarray | torch.Tensor
 def to_uint8_frames(video: torch.Tensor) -> torch.Tensor:
     """(B?, 3, T, H, W) float in [-1, 1] -> uint8 (B?, T, H, W, 3) on CPU.
 
-    Same mapping as the official saver (spec 5): clamp to [-1, 1], then ``(x + 1) / 2 * 255 + 0.5``, truncated.
+    Same mapping as the official saver (docs/official.md §5): clamp to [-1, 1], then ``(x + 1) / 2 * 255 + 0.5``, truncated.
     """
     video = torch.as_tensor(video)
     if video.dim() not in (4, 5) or video.shape[-4] != 3:
@@ -138,7 +138,7 @@ def read_video(
     """Decode a clip: (frames uint8 (T, H, W, 3), mono float32 audio at ``sample_rate``, video fps).
 
     With ``fps`` the frames are resampled in time (nearest earlier frame) and the returned fps is ``fps``.
-    Audio is resampled to s16 and the first channel kept, as the official loader does (spec 3.2 step 1);
+    Audio is resampled to s16 and the first channel kept, as the official loader does (docs/official.md §3.2 step 1);
     an empty array is returned when there is no audio stream.
     """
     with av.open(os.fspath(path)) as container:

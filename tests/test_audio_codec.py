@@ -1,4 +1,4 @@
-"""Tests for javis_core.codecs.audio (spec 3.2 / 3.3) using tiny random AudioLDM2-shaped components."""
+"""Tests for javis_core.codecs.audio (docs/official.md §3.2 / §3.3) using tiny random AudioLDM2-shaped components."""
 
 import numpy as np
 import pytest
@@ -43,7 +43,7 @@ def _slaney_mel_bank(sr=16000, n_fft=1024, n_mels=64, fmin=0.0, fmax=8000.0):
 
 
 def _numpy_log_mel(wav: np.ndarray, fb: np.ndarray) -> np.ndarray:
-    """float64 reference of spec 3.2 steps 2-4 for one waveform -> (T, 64)."""
+    """float64 reference of docs/official.md §3.2 steps 2-4 for one waveform -> (T, 64)."""
     x = wav.astype(np.float64)
     x = x - x.mean()
     x = np.clip(x / (np.abs(x).max() + 1e-8) * 0.5, -1, 1)
@@ -66,7 +66,7 @@ def test_length_helpers_match_spec_table():
     assert audio_latent_shape(65) == (8, 104, 16)
     assert audio_latent_shape(81) == (8, 128, 16)
     assert [num_audio_samples(n) for n in (33, 65, 81, 102)] == [33000, 65000, 81000, 102000]
-    # training lengths (multiple of 8): 33 f -> 26 DiT audio steps, 49 -> 39, 65 -> 51, 81 -> 64 (spec 3.3)
+    # training lengths (multiple of 8): 33 f -> 26 DiT audio steps, 49 -> 39, 65 -> 51, 81 -> 64 (docs/official.md §3.3)
     assert [mel_frames_for_samples(num_audio_samples(n)) // 8 for n in (33, 49, 65, 81)] == [26, 39, 51, 64]
 
 

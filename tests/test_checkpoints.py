@@ -136,7 +136,7 @@ def test_wan_base_initialises_audio_branch_from_video(tmp_path):
     assert torch.equal(block.audio_ffn.net[0].proj.weight, block.ffn.net[0].proj.weight)
     assert torch.equal(block.audio_scale_shift_table, block.scale_shift_table[:, 3:6])
     assert torch.equal(joint.audio_time_proj.weight, joint.condition_embedder.time_proj.weight[3 * dim :])
-    assert torch.count_nonzero(joint.audio_proj_out.weight) == 0  # zero-initialised audio head (spec 1.8)
+    assert torch.count_nonzero(joint.audio_proj_out.weight) == 0  # zero-initialised audio head (docs/official.md §1.8)
     with torch.no_grad():
         out = joint(torch.randn(1, 16, 3, 8, 8), torch.tensor([500.0]), torch.randn(1, 7, 32),
                     audio_hidden_states=torch.randn(1, 8, 12, 16))  # fmt: skip

@@ -1,4 +1,4 @@
-"""umT5 text encoder: encoding contract, save/reload, Wan-original loading (spec 4)."""
+"""umT5 text encoder: encoding contract, save/reload, Wan-original loading (docs/official.md §4)."""
 
 from __future__ import annotations
 
@@ -94,7 +94,7 @@ def test_wan_original_roundtrip(encoder: TextEncoder, tmp_path: Path) -> None:
 
 
 def _wan_t5_reference(sd: dict[str, torch.Tensor], ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Wan's umT5 encoder written from spec 4 on Wan-named weights (per-layer relative bias, unscaled attention,
+    """Wan's umT5 encoder written from docs/official.md §4 on Wan-named weights (per-layer relative bias, unscaled attention,
     RMS norm, FFN fc2(fc1(x) * gelu_tanh(gate(x))))."""
 
     def norm(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -129,7 +129,8 @@ def _wan_t5_reference(sd: dict[str, torch.Tensor], ids: torch.Tensor, mask: torc
 
 
 def test_key_mapping_matches_wan_semantics(encoder: TextEncoder) -> None:
-    """The spec-4 mapping is numerically right: a from-spec Wan T5 on Wan keys equals UMT5EncoderModel."""
+    """The key mapping of docs/official.md §4 is numerically right: a Wan T5 written from that description, on Wan
+    keys, equals UMT5EncoderModel."""
     wan_sd = hf_to_wan_t5_state_dict(encoder.model.state_dict())
     assert set(wan_t5_to_hf_state_dict(wan_sd)) | {"encoder.embed_tokens.weight"} == set(encoder.model.state_dict())
     ids, mask = encoder.tokenize(PROMPTS, MAX_LEN)

@@ -25,7 +25,7 @@ def run(model, io, **extra):
             io["in_video"], io["in_t"], io["in_y"],
             audio_hidden_states=io["in_audio"], encoder_attention_mask=io["in_mask"], **extra,
         )  # fmt: skip
-    # The official forward returns the negated Wan velocity (spec 1.5); ours returns the velocity itself.
+    # The official forward returns the negated Wan velocity (docs/official.md §1.5); ours returns the velocity itself.
     return -out.sample, -out.audio_sample
 
 
@@ -98,7 +98,7 @@ def test_mode_sizes_on_meta():
     with torch.device("meta"):
         t2a = JavisDiTTransformer3DModel(model_type="t2a")
         t2v = JavisDiTTransformer3DModel(model_type="t2v")
-    assert len(t2a.state_dict()) == 857  # spec 1.2
+    assert len(t2a.state_dict()) == 857  # docs/official.md §1.2
     assert len(t2v.state_dict()) == 825
     assert sum(p.numel() for p in t2v.parameters()) == 1_418_996_800 - 0  # the inherited Wan2.1 parameters
 
@@ -154,7 +154,7 @@ def test_bf16_forward_close_to_fp32(official_tiny, io):
     fp32 = load_transformer(official_tiny / "tiny_official_weights.safetensors")
     bf16 = load_transformer(official_tiny / "tiny_official_weights.safetensors", torch_dtype=torch.bfloat16)
     assert bf16.blocks[0].attn1.to_q.weight.dtype == torch.bfloat16
-    # The bf16 model rounds t to bf16 first (official quirk, spec 11.2): 999 -> 1000, 321.5 -> 322.
+    # The bf16 model rounds t to bf16 first (official quirk, docs/official.md §11.2): 999 -> 1000, 321.5 -> 322.
     rounded_t = dict(io, in_t=io["in_t"].to(torch.bfloat16).float())
     assert rounded_t["in_t"].tolist() == [1000.0, 322.0]
     ref, _ = run(fp32, rounded_t)

@@ -1,4 +1,4 @@
-"""Wan2.1 video VAE wrapper: shapes, latent normalisation, frame-count checks, loading (spec 3.1)."""
+"""Wan2.1 video VAE wrapper: shapes, latent normalisation, frame-count checks, loading (docs/official.md §3.1)."""
 
 from __future__ import annotations
 

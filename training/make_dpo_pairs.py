@@ -1,4 +1,4 @@
-"""Build the AV-DPO manifest from per-candidate reward scores (spec 8.5).
+"""Build the AV-DPO manifest from per-candidate reward scores (docs/official.md §8.5).
 
     python training/make_dpo_pairs.py --rewards rewards.csv --out data/stage3_dpo.csv
     python training/make_dpo_pairs.py --rewards rewards.csv --out ablation.csv --mode macro --no-normalize --exclude-gt

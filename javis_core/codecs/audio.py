@@ -1,4 +1,4 @@
-"""Audio latent space of JavisDiT++: AudioLDM2 mel front end, VAE and HiFi-GAN vocoder (spec section 3.2).
+"""Audio latent space of JavisDiT++: AudioLDM2 mel front end, VAE and HiFi-GAN vocoder (docs/official.md §3.2).
 
 Waveform (16 kHz mono) -> log-mel (B, 1, T_mel, 64) -> ``AutoencoderKL`` latents (B, 8, T_mel/4, 16) x 0.41109...
 and back through ``vae.decode`` and the ``SpeechT5HifiGan`` vocoder.
@@ -26,7 +26,7 @@ AUDIOLDM2_SCALING_FACTOR = 0.4110932946205139
 
 
 def mel_frames_for(num_frames: int, fps: float = 16, multiple: int = 32) -> int:
-    """Inference mel length for a clip of ``num_frames`` video frames (spec 3.2 "Inference audio latent length").
+    """Inference mel length for a clip of ``num_frames`` video frames (docs/official.md §3.2 "Inference audio latent length").
 
     ``int(seconds / 0.01)`` rounded up to a multiple of ``multiple`` (32 = VAE 4 x DiT patch 2 x 4, the
     official "TODO: fix audio pulse" padding). 33 -> 224, 65 -> 416, 81 -> 512, 102 -> 640.
@@ -37,7 +37,7 @@ def mel_frames_for(num_frames: int, fps: float = 16, multiple: int = 32) -> int:
 
 
 def mel_frames_for_samples(num_samples: int, sample_rate: int = SAMPLE_RATE, multiple: int = 8) -> int:
-    """Training mel length for a waveform of ``num_samples`` (spec 3.2 step 5).
+    """Training mel length for a waveform of ``num_samples`` (docs/official.md §3.2 step 5).
 
     ``int(duration * 16000 / 160)`` rounded up to a multiple of ``multiple`` (8 in the training configs).
     """
@@ -78,7 +78,7 @@ def slaney_mel_filters() -> np.ndarray:
 
 
 class MelFrontEnd(torch.nn.Module):
-    """AudioLDM2 waveform -> log-mel transform (spec 3.2 steps 2-5), pure torch.
+    """AudioLDM2 waveform -> log-mel transform (docs/official.md §3.2 steps 2-5), pure torch.
 
     Input: float waveform (B, N) or (N,) at 16 kHz. Output: (B, 1, T_mel, 64) float32 log-mel, time first, with
     ``T_mel = 1 + N // 160`` unless ``num_frames`` is given (then zero-padded or cut; zeros are in the log domain).
@@ -129,7 +129,7 @@ class MelFrontEnd(torch.nn.Module):
 
 
 def pad_or_cut_frames(log_mel: torch.Tensor, num_frames: int) -> torch.Tensor:
-    """Zero-pad (log domain, spec 3.2 step 5) or cut a (..., T, 64) log-mel along T to ``num_frames``."""
+    """Zero-pad (log domain, docs/official.md §3.2 step 5) or cut a (..., T, 64) log-mel along T to ``num_frames``."""
     t = log_mel.shape[-2]
     if t >= num_frames:
         return log_mel[..., :num_frames, :]
@@ -142,7 +142,7 @@ def _placement(module: torch.nn.Module) -> torch.Tensor:
 
 
 class AudioCodec(torch.nn.Module):
-    """AudioLDM2 ``vae`` + ``vocoder`` pair with the JavisDiT++ latent conventions (spec 3.2)."""
+    """AudioLDM2 ``vae`` + ``vocoder`` pair with the JavisDiT++ latent conventions (docs/official.md §3.2)."""
 
     def __init__(self, vae: AutoencoderKL, vocoder: SpeechT5HifiGan) -> None:
         super().__init__()
@@ -226,7 +226,7 @@ class AudioCodec(torch.nn.Module):
             raise ValueError(f"mel T_mel={mel.shape[2]} must be a multiple of the VAE downsampling {self.downsample}")
         p = _placement(self.vae)
         dist = self.vae.encode(mel.to(p.device, p.dtype)).latent_dist
-        # training samples the posterior (spec 3.2 step 6 / section 11 item 14), unlike the video VAE
+        # training samples the posterior (docs/official.md §3.2 step 6 / §11 item 14), unlike the video VAE
         z = dist.sample(generator=generator) if sample_posterior else dist.mode()
         return z * self.scaling_factor
 

@@ -1,4 +1,4 @@
-"""umT5-xxl text encoder of JavisDiT++ (spec section 4) on transformers' ``UMT5EncoderModel``.
+"""umT5-xxl text encoder of JavisDiT++ (docs/official.md §4) on transformers' ``UMT5EncoderModel``.
 
 Prompts are cleaned like Wan's tokenizer (ftfy + double HTML unescape + whitespace collapse), tokenized with
 padding to ``max_length`` (512), truncation and an appended EOS, and encoded; positions past each prompt's length
@@ -22,7 +22,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokeniz
 
 from ..loaders.checkpoints import read_weights
 
-# Spec section 4, copied exactly; the video-only part (t2v config) ends at "倒着走".
+# docs/official.md §4, copied exactly; the video-only part (t2v config) ends at "倒着走".
 DEFAULT_NEGATIVE_PROMPT = "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，JPEG压缩残留，丑陋的，残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，形态畸形的肢体，手指融合，静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走，低音质，差音质，最差音质，噪音，失真的，破音，削波失真，数字瑕疵，声音故障，不自然的，刺耳的，尖锐的，底噪，过多混响，过多回声，突兀的剪辑，不自然的淡出，录音质量差，业余录音"
 VIDEO_ONLY_NEGATIVE_PROMPT = DEFAULT_NEGATIVE_PROMPT[: DEFAULT_NEGATIVE_PROMPT.index("倒着走") + len("倒着走")]
 
@@ -30,7 +30,7 @@ TEXT_LEN = 512
 WAN_T5_FILE = "models_t5_umt5-xxl-enc-bf16.pth"
 WAN_TOKENIZER_DIR = "google/umt5-xxl"
 TOKENIZER_FILES = ("tokenizer.json", "spiece.model")
-# umT5-xxl as built by Wan (spec 4); sizes are re-inferred from tensor shapes when loading.
+# umT5-xxl as built by Wan (docs/official.md §4); sizes are re-inferred from tensor shapes when loading.
 UMT5_XXL_CONFIG = {
     "vocab_size": 256384,
     "d_model": 4096,
@@ -87,7 +87,7 @@ def _map_key(key: str, top: dict[str, str], block: dict[str, str], pattern: re.P
 
 
 def wan_t5_to_hf_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Wan umT5 encoder keys -> ``UMT5EncoderModel`` keys (spec 4). Unknown keys raise a ValueError naming them.
+    """Wan umT5 encoder keys -> ``UMT5EncoderModel`` keys (docs/official.md §4). Unknown keys raise a ValueError naming them.
 
     The tied alias ``encoder.embed_tokens.weight`` is not emitted; ``shared.weight`` fills it.
     """

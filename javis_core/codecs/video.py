@@ -1,4 +1,4 @@
-"""Video latent space of JavisDiT++: the Wan2.1 causal 3-D VAE (spec section 3.1) via diffusers ``AutoencoderKLWan``.
+"""Video latent space of JavisDiT++: the Wan2.1 causal 3-D VAE (docs/official.md §3.1) via diffusers ``AutoencoderKLWan``.
 
 Frames (B, 3, T, H, W) in [-1, 1] with T = 4k + 1 -> posterior-mean latents (B, 16, (T-1)/4 + 1, H/8, W/8),
 normalised per channel with the config's ``latents_mean``/``latents_std``; decoding inverts that and clamps.
@@ -23,8 +23,8 @@ from ..pipelines.requests import TEMPORAL_STRIDE, check_num_frames
 
 WAN_VAE_FILE = "Wan2.1_VAE.pth"
 SPATIAL_STRIDE = 8
-DIT_PATCH = 2  # latent H/W are rounded up to the DiT's spatial patch (spec 3.1 get_latent_size)
-# Spec 3.1 (identical to AutoencoderKLWan's defaults).
+DIT_PATCH = 2  # latent H/W are rounded up to the DiT's spatial patch (docs/official.md §3.1 get_latent_size)
+# docs/official.md §3.1 (identical to AutoencoderKLWan's defaults).
 WAN_LATENTS_MEAN = [-0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
                     0.4134, -0.0715, 0.5517, -0.3632, -0.1922, -0.9497, 0.2503, -0.2921]  # fmt: skip
 WAN_LATENTS_STD = [2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743,
@@ -33,7 +33,7 @@ WAN_LATENTS_STD = [2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.074
 
 def video_latent_shape(num_frames: int, height: int, width: int, channels: int = 16,
                        spatial_stride: int = SPATIAL_STRIDE) -> tuple[int, int, int, int]:  # fmt: skip
-    """(C, T_lat, H_lat, W_lat) for a request (spec 3.1): T_lat = (T-1)/4 + 1, H_lat = 2*ceil(H/8/2), same for W
+    """(C, T_lat, H_lat, W_lat) for a request (docs/official.md §3.1): T_lat = (T-1)/4 + 1, H_lat = 2*ceil(H/8/2), same for W
     (``spatial_stride`` 8 is Wan's VAE; the demo codec uses 32)."""
     check_num_frames(num_frames)
     step = spatial_stride * DIT_PATCH
@@ -42,7 +42,7 @@ def video_latent_shape(num_frames: int, height: int, width: int, channels: int =
 
 
 def decoded_video_size(height: int, width: int, spatial_stride: int = SPATIAL_STRIDE) -> tuple[int, int]:
-    """Pixel size the decoded video has for a requested size: 240x426 -> 240x432 (spec 3.1, 11.7)."""
+    """Pixel size the decoded video has for a requested size: 240x426 -> 240x432 (docs/official.md §3.1, §11.7)."""
     _, _, h, w = video_latent_shape(1, height, width, spatial_stride=spatial_stride)
     return h * spatial_stride, w * spatial_stride
 
@@ -92,7 +92,7 @@ class VideoCodec(nn.Module):
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
         """(B, 3, T, H, W) in [-1, 1], T = 4k+1, H and W multiples of the stride (8) -> float32 (B, 16, T_lat, H/8, W/8).
 
-        Posterior mean only, no sampling (spec 3.1, 11.14), then (mu - mean_c) / std_c.
+        Posterior mean only, no sampling (docs/official.md §3.1, §11.14), then (mu - mean_c) / std_c.
         """
         if frames.ndim != 5 or frames.shape[1] != 3:
             raise ValueError(f"frames must be (B, 3, T, H, W), got shape {tuple(frames.shape)}")

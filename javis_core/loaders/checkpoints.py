@@ -1,6 +1,6 @@
 """Loading JavisDiT++ transformer weights from every layout users have, with strict key checks.
 
-Layouts (spec 7):
+Layouts (docs/official.md §7):
 * the official release dir: ``model/`` (colossalai shards ``pytorch_model*.bin`` + index, or safetensors, plain
   official keys plus unmerged ``lora_A.default``/``lora_B.default`` tensors) and ``lora/`` (a PEFT adapter that
   is merged at load, W += alpha/r * B @ A);
@@ -201,7 +201,7 @@ def _lora_pairs(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, tuple[torch
 
 @torch.no_grad()
 def merge_lora_(state_dict: dict[str, torch.Tensor], pairs: dict, scale: float) -> None:
-    """W += scale * B @ A in place, delta computed in float32 and added with one rounding (spec 1.6)."""
+    """W += scale * B @ A in place, delta computed in float32 and added with one rounding (docs/official.md §1.6)."""
     for module, (lora_a, lora_b) in pairs.items():
         key = f"{module}.weight"
         if key not in state_dict:
@@ -217,7 +217,7 @@ def merge_lora_(state_dict: dict[str, torch.Tensor], pairs: dict, scale: float) 
 
 # ---------------------------------------------------------------------------------------------------- assembling
 def audio_branch_from_video(state_dict: dict[str, torch.Tensor], num_layers: int, dim: int) -> dict[str, torch.Tensor]:
-    """Stage-1 init (spec 1.7): audio FFN <- video FFN, audio modulation <- chunks 3-5, audio time proj <- rows 3D:6D."""
+    """Stage-1 init (docs/official.md §1.7): audio FFN <- video FFN, audio modulation <- chunks 3-5, audio time proj <- rows 3D:6D."""
     derived = {
         "audio_time_proj.weight": state_dict["condition_embedder.time_proj.weight"][3 * dim :].clone(),
         "audio_time_proj.bias": state_dict["condition_embedder.time_proj.bias"][3 * dim :].clone(),
@@ -231,7 +231,7 @@ def audio_branch_from_video(state_dict: dict[str, torch.Tensor], num_layers: int
 
 
 def fresh_audio_io_params(config: dict, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """Official initialisation (spec 1.8) of the audio patch embedding and head, which Wan has no weights for."""
+    """Official initialisation (docs/official.md §1.8) of the audio patch embedding and head, which Wan has no weights for."""
     dim = config["num_attention_heads"] * config["attention_head_dim"]
     patch = tuple(config.get("audio_patch_size", (2, 2)))
     conv = nn.Conv2d(config.get("audio_in_channels", 8), dim, kernel_size=patch, stride=patch)
@@ -321,7 +321,7 @@ def load_official_transformer(
         lora: ``"auto"`` merges ``<path>/lora`` when present, else the ``lora_A/B.default`` tensors found in the
             shards (scale ``lora_alpha``/r, official alpha 16 by default); a path merges that adapter; False merges none.
         model_type: ``t2av``/``t2a``/``t2v``; inferred from the keys when None. A base Wan2.1 checkpoint loaded as
-            ``t2av``/``t2a`` gets its audio branch initialised from the video branch (spec 1.7).
+            ``t2av``/``t2a`` gets its audio branch initialised from the video branch (docs/official.md §1.7).
     """
     path = Path(path)
     weights_path = path / "model" if (path / "model").is_dir() else path
@@ -390,7 +390,7 @@ def load_wan_diffusers_transformer(
 
 def _audio_from_video_base(path: Path, config: dict, model_type: str, torch_dtype: torch.dtype | None,
                            **overrides) -> JavisDiTTransformer3DModel:  # fmt: skip
-    """Our t2v save as a t2a/t2av model whose audio branch starts as a copy of the video branch (spec 1.7)."""
+    """Our t2v save as a t2a/t2av model whose audio branch starts as a copy of the video branch (docs/official.md §1.7)."""
     config, _, _ = JavisDiTTransformer3DModel.extract_init_dict(config)
     config.update(overrides, model_type=model_type)
     state_dict, origin = read_weights(path)
@@ -400,7 +400,7 @@ def _audio_from_video_base(path: Path, config: dict, model_type: str, torch_dtyp
 
 def _fit_branches(state_dict: dict, config: dict, dtype: torch.dtype, add_audio: bool) -> dict:
     """Drop the branch ``config["model_type"]`` has no use for; with ``add_audio``, first give a video-only
-    state dict an audio branch copied from the video one and fresh audio input/output layers (spec 1.7)."""
+    state dict an audio branch copied from the video one and fresh audio input/output layers (docs/official.md §1.7)."""
     if add_audio:
         dim = config["num_attention_heads"] * config["attention_head_dim"]
         state_dict.update(audio_branch_from_video(state_dict, config["num_layers"], dim))

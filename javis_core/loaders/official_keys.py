@@ -1,7 +1,7 @@
 """Key names of the official JavisDiT++ / Wan2.1 checkpoints and their counterparts in our diffusers layout.
 
 The mapping is explicit rather than substring-based: diffusers' Wan converter applied blindly mangles the audio
-keys (spec 7.3). Every official key maps to exactly one of ours and back.
+keys (docs/official.md §7.3). Every official key maps to exactly one of ours and back.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ _IN_BLOCK_PARAMS = {
     "audio_modulation.param": "audio_scale_shift_table",
 }
 
-# The 12 linears the official LoRA adapts (spec 7.2), as official module names inside a block.
+# The 12 linears the official LoRA adapts (docs/official.md §7.2), as official module names inside a block.
 OFFICIAL_LORA_TARGETS = (
     "self_attn.q", "self_attn.k", "self_attn.v", "self_attn.o",
     "cross_attn.q", "cross_attn.k", "cross_attn.v", "cross_attn.o",

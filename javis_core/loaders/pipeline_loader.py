@@ -52,7 +52,7 @@ def _require(path: Path, names: list[str], what: str, flag: str) -> None:
 
 
 def load_wan_components(wan: str | Path, torch_dtype: torch.dtype) -> tuple[TextEncoder, VideoCodec]:
-    """Text encoder + tokenizer and video VAE from Wan2.1 in either layout (VAE kept in fp32, spec 1.6)."""
+    """Text encoder + tokenizer and video VAE from Wan2.1 in either layout (VAE kept in fp32, docs/official.md §1.6)."""
     local = Path(wan)
     diffusers_layout = (local / "text_encoder").is_dir()
     if not local.exists():

@@ -1,7 +1,7 @@
 """Temporal-aligned 3-D RoPE (TA-RoPE) of JavisDiT++.
 
 Video tokens keep Wan's (t, h, w) ids. Audio tokens get the time id of the latent video frame they fall in,
-computed exactly like the official code (spec section 2.2): ``ceil(torch.linspace(0, Tv - 1, Ta))`` in float64,
+computed exactly like the official code (docs/official.md §2.2): ``ceil(torch.linspace(0, Tv - 1, Ta))`` in float64,
 which differs from the paper's ``round(tau * Tv / Ta)`` at a few steps. The rotation tables come out in the
 ``(cos, sin)`` layout that diffusers' ``WanAttnProcessor`` consumes: shape (1, N, 1, head_dim) with every angle
 repeated for the two members of a rotated pair.
@@ -43,7 +43,7 @@ def audio_position_ids(
         raise ValueError(f"audio_pe_type must be one of {AUDIO_PE_TYPES}, got {pe_type!r}")
     tau = torch.arange(audio_steps, dtype=torch.float64)
     mel = torch.arange(mel_slots, dtype=torch.float64)
-    # Official quirk (spec 2.2 / 11.4): float64 linspace then ceil; do not replace by a rational formula.
+    # Official quirk (docs/official.md §2.2 / §11.4): float64 linspace then ceil; do not replace by a rational formula.
     aligned = torch.linspace(0, video_frames - 1, audio_steps, dtype=torch.float64)
     if pe_type == "vanilla":
         t_ids, h_ids, w_offset = tau, tau, 0

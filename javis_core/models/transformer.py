@@ -7,8 +7,8 @@ diffusers-format Wan2.1 transformer loads into the ``t2v`` mode unchanged. The a
 ``audio_proj_out`` and ``audio_scale_shift_table``.
 
 The forward returns the raw Wan velocity (noise - x0) for both modalities, the convention of diffusers'
-flow-matching schedulers; the official code returns its negation (spec section 1.5).
-Precision follows the official code (spec 1.6): t is rounded to the model dtype before the float64 sinusoid,
+flow-matching schedulers; the official code returns its negation (docs/official.md §1.5).
+Precision follows the official code (docs/official.md §1.6): t is rounded to the model dtype before the float64 sinusoid,
 the time MLPs and heads run in float32, block norms and modulation run in the activation dtype.
 """
 
@@ -114,7 +114,7 @@ class JavisDiTBlock(nn.Module):
         num_video_tokens: int,
     ) -> torch.Tensor:
         dtype = hidden_states.dtype
-        # Official precision: the modulation is added in the activation dtype (spec 1.4).
+        # Official precision: the modulation is added in the activation dtype (docs/official.md §1.4).
         shift_msa, scale_msa, gate_msa, c_shift_msa, c_scale_msa, c_gate_msa = (
             self.scale_shift_table.to(dtype) + temb.to(dtype)
         ).chunk(6, dim=1)
@@ -225,7 +225,7 @@ class JavisDiTTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, Cach
     # ------------------------------------------------------------------ initialisation
     @torch.no_grad()
     def reset_parameters_like_official(self) -> None:
-        """Initialisation of spec 1.8 (relevant when training new parameters from scratch)."""
+        """Initialisation of docs/official.md §1.8 (relevant when training new parameters from scratch)."""
         if next(self.parameters()).device.type == "meta":
             return
         for module in self.modules():
@@ -246,7 +246,7 @@ class JavisDiTTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, Cach
 
     @torch.no_grad()
     def init_audio_branch_from_video(self, video_ffns: list[dict[str, torch.Tensor]] | None = None) -> None:
-        """Stage-1 initialisation (spec 1.7): audio FFN, modulation and time projection copied from the video ones.
+        """Stage-1 initialisation (docs/official.md §1.7): audio FFN, modulation and time projection copied from the video ones.
 
         ``video_ffns`` gives the per-block video FFN tensors (``net.0.proj.weight`` ...) when the model has no video
         FFN of its own (t2a mode); otherwise the model's own ``ffn`` is copied.
@@ -291,7 +291,7 @@ class JavisDiTTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, Cach
         return cache[key]
 
     def _embed_time(self, timestep: torch.Tensor, with_audio: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        # Official quirk (spec 1.6, 11.2): t is rounded to the model dtype before the float64 sinusoid.
+        # Official quirk (docs/official.md §1.6, §11.2): t is rounded to the model dtype before the float64 sinusoid.
         sinusoid = timestep_sinusoid(timestep.to(self.activation_dtype), self.config.freq_dim)
         embedder = self.condition_embedder.time_embedder
         temb = _linear_fp32(embedder.linear_2, F.silu(_linear_fp32(embedder.linear_1, sinusoid)))

@@ -1,7 +1,7 @@
 """`JavisDiTPipeline`: text to a short video with its own synchronized soundtrack (JavisDiT++).
 
 Components: the JavisDiT++ transformer, a flow-matching scheduler, umT5 (text), the Wan2.1 VAE (video),
-AudioLDM2's mel VAE and HiFi-GAN vocoder (audio). Sampling follows the official rectified-flow loop (spec 5):
+AudioLDM2's mel VAE and HiFi-GAN vocoder (audio). Sampling follows the official rectified-flow loop (docs/official.md §5):
 shifted sigmas from the requested size, one batched forward for prompt and negative prompt, classifier-free
 guidance (one scale for both modalities by default), Euler steps from noise (sigma 1) to data (sigma 0).
 """
@@ -49,7 +49,7 @@ class JavisDiTPipelineOutput(BaseOutput):
 
 
 def _guided(velocity: torch.Tensor, scale: float, do_cfg: bool) -> torch.Tensor:
-    """Classifier-free guidance on a [cond; uncond] batch: v_u + s (v_c - v_u) (spec 5)."""
+    """Classifier-free guidance on a [cond; uncond] batch: v_u + s (v_c - v_u) (docs/official.md §5)."""
     velocity = velocity.float()
     if not do_cfg:
         return velocity
@@ -187,7 +187,7 @@ class JavisDiTPipeline(DiffusionPipeline):
         return ((VideoCodec(self.vae).decode(latents) + 1) / 2).permute(0, 2, 3, 4, 1)
 
     def decode_audio(self, latents: torch.Tensor, num_samples: int) -> torch.Tensor:
-        """AudioLDM2 latents -> waveform (B, num_samples) float32 (the decoded mel is longer; spec 3.2)."""
+        """AudioLDM2 latents -> waveform (B, num_samples) float32 (the decoded mel is longer; docs/official.md §3.2)."""
         if self.audio_vae is None or self.vocoder is None:
             raise ValueError("this pipeline has no audio VAE/vocoder: use output_type='latent'")
         return AudioCodec(self.audio_vae, self.vocoder).decode(latents, num_samples)
@@ -304,7 +304,7 @@ class JavisDiTPipeline(DiffusionPipeline):
         device = self._execution_device
         self._interrupt = False
 
-        # 1. Text: [cond; uncond] share one batched forward (spec 5).
+        # 1. Text: [cond; uncond] share one batched forward (docs/official.md §5).
         if prompt_embeds is None:
             prompts = [prompt] if isinstance(prompt, str) else list(prompt)
             prompt_embeds, prompt_attention_mask = self.encode_prompt(prompts, device, max_sequence_length)

@@ -1,4 +1,4 @@
-"""The official rectified-flow sampling schedule (spec section 5) on diffusers' flow-matching schedulers.
+"""The official rectified-flow sampling schedule (docs/official.md §5) on diffusers' flow-matching schedulers.
 
 Time runs from t = 1000 (noise) to 0 (data): x_t = (1 - t/1000) x0 + (t/1000) noise, so sigma = t / 1000.
 The official grid u_i = 1 - i/N is warped by the resolution/length shift

@@ -1,4 +1,4 @@
-"""Resolutions, aspect ratios and durations of JavisDiT++ (spec section 6), with input validation.
+"""Resolutions, aspect ratios and durations of JavisDiT++ (docs/official.md §6), with input validation.
 
 Aspect-ratio strings follow the official "H:W" convention: "9:16" is landscape (240 x 426 at 240p).
 """

@@ -3,7 +3,7 @@
 Each manifest row is cut once (its largest fitting bucket, a seeded random start) and stored as
 ``<cache>/latents/<row>.safetensors`` with the umT5 embedding (trimmed to its tokens), the video latent (the Wan
 VAE posterior mean, as in training) and the audio posterior's mean and std, so every epoch still draws a fresh
-audio latent sample as the official training does (spec 3.2). ``<cache>/cache.csv`` lists them with the bucket
+audio latent sample as the official training does (docs/official.md §3.2). ``<cache>/cache.csv`` lists them with the bucket
 size. Random crops and bucket dice are fixed at extraction time: that is the price of the speed-up.
 """
 

@@ -1,6 +1,6 @@
 """Training data: the official CSV manifests, validated row by row, read with the official transforms, bucketed.
 
-Manifest kinds and their columns (spec 8, official data docs); relative paths are resolved against the CSV's folder:
+Manifest kinds and their columns (docs/official.md §8, official data docs); relative paths are resolved against the CSV's folder:
 * ``audio`` (stage 1): ``audio_path`` (or ``path``), ``audio_text`` or ``text``, ``num_frames`` (at ``fps``,
   default 24 for audio rows, i.e. the clip's duration), optional ``height``/``width`` of the dummy video;
 * ``av`` (stage 2): ``path`` (mp4), ``text``, ``num_frames``, ``height``, ``width``, optional ``fps``, optional
@@ -9,7 +9,7 @@ Manifest kinds and their columns (spec 8, official data docs); relative paths ar
 
 Transforms: frames resampled to 16 fps, consecutive frames from a random start, resize-to-fill (bilinear) and centre
 crop to the bucket size rounded up to multiples of 16, values in [-1, 1]; audio 16 kHz mono, first trimmed/padded to
-the video's duration, then the window that ends at the same relative position as the video crop (spec 3.3).
+the video's duration, then the window that ends at the same relative position as the video crop (docs/official.md §3.3).
 """
 
 from __future__ import annotations
@@ -33,10 +33,10 @@ from ..pipelines.sizes import ASPECT_RATIOS, SAMPLE_RATE, image_size
 logger = logging.getLogger(__name__)
 
 KINDS = ("audio", "av", "dpo")
-SIZE_MULTIPLE = 16  # the dataset rounds bucket H, W up to multiples of 16 (spec 3.1)
-ELIGIBLE_PIXELS = 0.8  # a clip can go to a resolution if H*W >= 0.8 x its pixel budget (spec 8.3)
+SIZE_MULTIPLE = 16  # the dataset rounds bucket H, W up to multiples of 16 (docs/official.md §3.1)
+ELIGIBLE_PIXELS = 0.8  # a clip can go to a resolution if H*W >= 0.8 x its pixel budget (docs/official.md §8.3)
 PIXEL_BUDGETS = {"144p": 36864, "240p": 102240, "360p": 230400, "480p": 409920}
-# The 144p column of the aspect table (spec 6), used by the stage-1 audio buckets; the others come from sizes.py.
+# The 144p column of the aspect table (docs/official.md §6), used by the stage-1 audio buckets; the others come from sizes.py.
 _SIZES_144P = {
     0.38: (117, 312), 0.43: (125, 291), 0.48: (133, 277), 0.50: (135, 270), 0.53: (139, 262), 0.54: (141, 260),
     0.56: (144, 256), 0.62: (151, 241), 0.67: (156, 234), 0.75: (166, 221), 1.00: (192, 192), 1.33: (221, 165),
@@ -322,7 +322,7 @@ def fit_length(audio: np.ndarray, length: int) -> np.ndarray:
 
 
 def audio_window(audio: np.ndarray, total_frames: int, start: int, num_frames: int, fps: float) -> np.ndarray:
-    """The audio under frames [start, start + num_frames) of a clip of ``total_frames`` frames (spec 3.3)."""
+    """The audio under frames [start, start + num_frames) of a clip of ``total_frames`` frames (docs/official.md §3.3)."""
     audio = fit_length(audio, math.ceil(total_frames / fps * SAMPLE_RATE))
     per_frame = len(audio) / total_frames
     end, length = round((start + num_frames) * per_frame), round(num_frames * per_frame)

@@ -1,4 +1,4 @@
-"""AV-DPO loss (spec 8.4): a separate Diffusion-DPO term per modality plus a flow-matching regulariser on winners.
+"""AV-DPO loss (docs/official.md §8.4): a separate Diffusion-DPO term per modality plus a flow-matching regulariser on winners.
 
 For modality k with policy losses L^w, L^l and reference losses R^w, R^l (per pair):
     dpo_k = -log sigmoid(-0.5 * beta_k * ((L^w - L^l) - (R^w - R^l)))

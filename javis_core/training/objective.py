@@ -1,4 +1,4 @@
-"""Rectified-flow training objective of JavisDiT++ (spec 8.1).
+"""Rectified-flow training objective of JavisDiT++ (docs/official.md §8.1).
 
 t = 1000 * shift(u), u = sigmoid(n), n ~ N(0, 1) (logit-normal), shift = the official resolution/length shift with
 scale 5 from the bucket's H, W and frame count; x_t = (1 - t/1000) x0 + (t/1000) noise; our model predicts the

@@ -1,4 +1,4 @@
-"""Preference pairs for AV-DPO from per-sample reward scores (spec 8.5, official ``rank_dpo_pair``).
+"""Preference pairs for AV-DPO from per-sample reward scores (docs/official.md §8.5, official ``rank_dpo_pair``).
 
 Input: one row per candidate (the ground truth plus the generated samples of each prompt), grouped by the
 ground-truth ``path``; the candidate's files are ``pred_video_path``/``pred_audio_path`` (equal to the GT files

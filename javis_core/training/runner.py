@@ -1,4 +1,4 @@
-"""JavisDiT++ training runner for the three stages (spec 8), on accelerate and peft.
+"""JavisDiT++ training runner for the three stages (docs/official.md §8), on accelerate and peft.
 
     accelerate launch -m javis_core.training.runner --config training/configs/stage1.yaml
     accelerate launch --config_file training/accelerate/ddp.yaml -m javis_core.training.runner --config stage2.yaml

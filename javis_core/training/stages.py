@@ -1,4 +1,4 @@
-"""What each training stage builds and trains (spec 1.7, 8.2-8.4).
+"""What each training stage builds and trains (docs/official.md §1.7, §8.2-8.4).
 
 * Stage 0 (not in the paper, which starts from Wan2.1): a ``t2v`` video base trained in full, for models such as
   the offline demo for which no pretrained video DiT exists. Its output is the ``pretrained`` of stage 1.

@@ -22,7 +22,7 @@ COLOURS = {"red": ((220, 40, 40), 440.0), "green": ((40, 200, 60), 660.0), "blue
 AV_COLUMNS = ("path", "audio_path", "text", "num_frames", "height", "width", "fps")
 AUDIO_COLUMNS = ("path", "audio_path", "audio_text", "text", "num_frames", "height", "width", "fps")
 DPO_COLUMNS = ("path", "audio_path", "path_reject", "audio_path_reject", "text", "num_frames", "height", "width", "fps")
-AUDIO_ROW_FPS = 24  # stage-1 rows count duration in 24-fps frames (spec 8.2)
+AUDIO_ROW_FPS = 24  # stage-1 rows count duration in 24-fps frames (docs/official.md §8.2)
 
 
 def bouncing_clip(
