@@ -20,7 +20,7 @@ with tempfile.TemporaryDirectory() as tmp:
         names = archive.namelist()
         archive.extractall(target)
     for required in ("__init__.py", "pyproject.toml", "requirements.txt", "comfy_nodes/nodes_v3.py",
-                     "javis_core/pipeline.py", "assets/demo_model/transformer/diffusion_pytorch_model.safetensors",
+                     "javis_core/pipelines/pipeline_javisdit.py", "assets/demo_model/transformer/diffusion_pytorch_model.safetensors",
                      "example_workflows/javisdit_t2av.json"):  # fmt: skip
         assert required in names, f"{required} is missing from {package}"
     left_out = [name for name in names if name.split("/")[0] in ("tests", "training", ".ci", "benchmarks")]
