@@ -18,7 +18,8 @@ def test_offline_download_says_what_is_missing_and_how_to_get_it(monkeypatch, tm
         resolve_weights("cvssp/audioldm2", AUDIOLDM2_FILES, "AudioLDM2 audio VAE and vocoder", "--audioldm2")
     message = str(error.value)
     assert "could not download 'cvssp/audioldm2'" in message
-    assert "hf download cvssp/audioldm2 --include 'vae/*' --include 'vocoder/*' --local-dir /path/to/dir" in message
+    command = "hf download cvssp/audioldm2 --include 'model_index.json' --include 'vae/*' --include 'vocoder/*'"
+    assert command + " --local-dir /path/to/dir" in message
     assert "--audioldm2 /path/to/dir" in message
 
 
