@@ -518,6 +518,7 @@ def main(argv: list[str] | None = None) -> int:
                            "; ".join(read_skips[:5]))  # fmt: skip
         (output_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         logger.info("done: %s", summary)
+    accelerator.wait_for_everyone()  # every process leaves the process group together (gloo aborts otherwise)
     accelerator.end_training()
     return 0
 
