@@ -11,7 +11,6 @@ FPS = 16
 SAMPLE_RATE = 16000
 RESOLUTIONS = ("240p", "360p", "480p")
 DURATIONS = (2.0, 5.0)  # seconds, inclusive
-NUM_FRAMES_RANGE = (5, 161)
 
 # ratio string (H:W) -> table key
 ASPECT_RATIOS = {
@@ -61,9 +60,3 @@ def frames_for_duration(duration: float) -> int:
         raise ValueError(f"duration must be between {low:g} and {high:g} seconds (got {duration!r})")
     return 4 * round(duration * FPS / 4) + 1
 
-
-def check_num_frames(num_frames: int) -> int:
-    """A 4k+1 frame count the pipeline accepts (the rule lives in ``javis_core.pipelines.requests``)."""
-    from .requests import check_num_frames as check
-
-    return check(num_frames, *NUM_FRAMES_RANGE)
