@@ -29,7 +29,8 @@ from demo_eval import _world_clip  # noqa: E402
 
 from javis_core.demo import world as demo_world
 from javis_core.evaluation import sync_metric  # noqa: E402
-from javis_core.demo.model import DEMO_DIR, DEMO_SIZE, DEMO_STEPS, load_demo_pipeline  # noqa: E402
+from javis_core.demo.model import DEMO_DIR, DEMO_SIZE, DEMO_STEPS  # noqa: E402
+from javis_core.loaders.pipeline_loader import load_pipeline  # noqa: E402
 
 FPS, SAMPLE_RATE = 16, 16000
 
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     torch.manual_seed(0)
-    pipe = load_demo_pipeline(args.model)
+    pipe = load_pipeline(args.model)
     pipe.set_progress_bar_config(disable=True)
     captions = demo_world.held_out_captions(args.clips)
     results = {}

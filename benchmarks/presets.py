@@ -30,7 +30,8 @@ from demo_eval import _clip_row, _uint8, summarize  # noqa: E402
 
 from javis_core.demo import world as demo_world  # noqa: E402
 from javis_core.codecs.audio import num_audio_samples  # noqa: E402
-from javis_core.demo.model import DEMO_DIR, DEMO_DURATION, DEMO_SIZE, load_demo_pipeline  # noqa: E402
+from javis_core.demo.model import DEMO_DIR, DEMO_DURATION, DEMO_SIZE  # noqa: E402
+from javis_core.loaders.pipeline_loader import load_pipeline  # noqa: E402
 from javis_core.pipelines.sizes import frames_for_duration  # noqa: E402
 from javis_core.pipelines.speed import PRESETS  # noqa: E402
 
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="torch threads (1: the CPU time per clip is a fair measure on a busy machine)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    pipe = load_demo_pipeline(args.model)
+    pipe = load_pipeline(args.model)
     pipe.set_progress_bar_config(disable=True)
     pipe("warm-up", preset=args.presets[-1], duration=DEMO_DURATION, output_type="latent", **DEMO_SIZE)
     results = run(pipe, demo_world.held_out_captions(args.captions), args.presets)
