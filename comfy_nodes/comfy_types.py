@@ -16,10 +16,12 @@ import math
 from types import SimpleNamespace
 from typing import Any
 
+import comfy.latent_formats
 import comfy.model_management as mm
 import comfy.model_patcher
 import comfy.sd
 import comfy.utils
+import latent_preview
 import torch
 
 from javis_core.codecs.text import TextEncoder
@@ -27,8 +29,19 @@ from javis_core.codecs.text import TextEncoder
 from . import core
 
 
+def latent_format(model: core.JavisDiTModel) -> comfy.latent_formats.LatentFormat:
+    """What ComfyUI's live preview reads: Wan2.1's latent-to-RGB table, or the one fitted to the demo codec."""
+    if model.preview_factors is None:
+        return comfy.latent_formats.Wan21()
+    fitted = comfy.latent_formats.LatentFormat()
+    fitted.latent_channels, fitted.latent_dimensions = len(model.preview_factors[0]), 3
+    fitted.latent_rgb_factors, fitted.latent_rgb_factors_bias = model.preview_factors
+    return fitted
+
+
 def model_patcher(model: core.JavisDiTModel) -> comfy.model_patcher.ModelPatcher:
     model.model_config = SimpleNamespace(unet_config={})  # what comfy.lora reads beside the state dict
+    model.latent_format = latent_format(model)
     return comfy.model_patcher.ModelPatcher(model, load_device=mm.get_torch_device(),
                                             offload_device=mm.unet_offload_device())  # fmt: skip
 
@@ -143,6 +156,25 @@ class JavisVAE(comfy.sd.VAE):
     def decode(self, samples_in: torch.Tensor, vae_options: dict | None = None) -> torch.Tensor:
         self.progress.start(samples_in.shape[0] * samples_in.shape[2])
         return super().decode(samples_in, vae_options or {})
+
+
+class StepHooks:
+    """The sampler's progress bar with a live preview of each step's clean-video estimate, and Cancel."""
+
+    def __init__(self, model: core.JavisDiTModel) -> None:
+        self.previewer = latent_preview.get_previewer(mm.get_torch_device(), model.latent_format)
+        self.bar: comfy.utils.ProgressBar | None = None
+
+    def progress(self, done: int, total: int, preview: torch.Tensor | None = None) -> None:
+        if self.bar is None:
+            self.bar = comfy.utils.ProgressBar(total)
+        image = None
+        if self.previewer is not None and preview is not None:
+            image = self.previewer.decode_latent_to_preview_image("JPEG", preview.float())
+        self.bar.update_absolute(done, total, image)
+
+    def check_interrupt(self) -> None:
+        mm.throw_exception_if_processing_interrupted()
 
 
 def vae(module: torch.nn.Module) -> JavisVAE:

@@ -36,10 +36,10 @@ from javis_core.models.transformer import JavisDiTTransformer3DModel
 from javis_core.utils import load_component
 from javis_core.codecs.video import WAN_LATENTS_MEAN, WAN_LATENTS_STD, VideoCodec, video_latent_shape
 
+from .latents import AUDIO_SAMPLES, LATENT_INFO, latent_conditions, make_latent, unpack_latent  # noqa: F401
+
 MODEL_FOLDER = "javisdit"  # models/javisdit/ in ComfyUI, registered with folder_paths
 PRESET_CHOICES = ("custom", *PRESETS)  # custom: the steps and scheduler widgets
-LATENT_INFO = "javisdit"  # LATENT key: {"height", "width", "num_frames"} of the clip
-AUDIO_SAMPLES = "audio_samples"  # LATENT key of the audio latents beside the video ones
 
 
 def _width_height(official: str) -> str:
@@ -144,9 +144,11 @@ class JavisDiTModel(torch.nn.Module):
     ComfyUI's LoRA loaders match) and the statistics of the video VAE it was trained with, which turn LATENT
     samples (raw VAE space) into the normalised latents it denoises."""
 
-    def __init__(self, transformer: JavisDiTTransformer3DModel, latents_mean: list[float], latents_std: list[float]):
+    def __init__(self, transformer: JavisDiTTransformer3DModel, latents_mean: list[float], latents_std: list[float],
+                 preview_factors: tuple[list[list[float]], list[float]] | None = None) -> None:  # fmt: skip
         super().__init__()
         self.diffusion_model = transformer.eval().requires_grad_(False)
+        self.preview_factors = preview_factors  # latent -> RGB for live previews; None: ComfyUI's Wan2.1 ones
         self.register_buffer("latents_mean", torch.tensor(latents_mean).view(1, -1, 1, 1, 1), persistent=False)
         self.register_buffer("latents_std", torch.tensor(latents_std).view(1, -1, 1, 1, 1), persistent=False)
 
@@ -177,10 +179,26 @@ def load_model(model: str, compile: bool = False) -> tuple[JavisDiTModel]:
     if source.is_file():  # a single file from diffusion_models/ (its video VAE is Wan2.1's)
         wrapped = JavisDiTModel(load_single_file(source, dtype), WAN_LATENTS_MEAN, WAN_LATENTS_STD)
     else:
-        wrapped = JavisDiTModel(load_transformer(source, torch_dtype=dtype), *video_latent_stats(source))
+        preview = latent_rgb_factors(load_component(source, "vae", AutoencoderKLWan)) if demo_available(source) else None
+        wrapped = JavisDiTModel(load_transformer(source, torch_dtype=dtype), *video_latent_stats(source), preview)
     if compile:
         compile_transformer(wrapped.diffusion_model)
     return (wrapped,)
+
+
+@torch.no_grad()
+def latent_rgb_factors(vae: torch.nn.Module, samples: int = 64) -> tuple[list[list[float]], list[float]]:
+    """Least-squares (C, 3) factors and bias from normalised latents to the mean colour (in [-1, 1]) of the pixels
+    each decodes to: ComfyUI's Latent2RGB preview for a video VAE it has no table for (the demo codec)."""
+    channels, stride = int(vae.config.z_dim), spatial_stride(vae)
+    mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1)
+    std = torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1)
+    latents = torch.randn(samples, channels, 1, 2, 2, generator=torch.Generator().manual_seed(0))
+    frames = vae.decode(latents * std + mean).sample.float()[:, :, 0]  # (N, 3, 2 stride, 2 stride)
+    colours = torch.nn.functional.avg_pool2d(frames, stride).permute(0, 2, 3, 1).reshape(-1, 3)
+    inputs = torch.cat([latents[:, :, 0].permute(0, 2, 3, 1).reshape(-1, channels), torch.ones(len(colours), 1)], 1)
+    solution = torch.linalg.lstsq(inputs.double(), colours.double()).solution.float()
+    return solution[:channels].tolist(), solution[channels].tolist()
 
 
 def load_text_encoder(text_encoder: str) -> tuple[TextEncoder]:
@@ -255,28 +273,6 @@ def spatial_stride(vae: Any) -> int:
     return int(getattr(vae.config, "scale_factor_spatial", 8))
 
 
-def make_latent(video: torch.Tensor | None, audio: torch.Tensor | None, height: int, width: int,
-                num_frames: int) -> dict[str, Any]:  # fmt: skip
-    latent: dict[str, Any] = {LATENT_INFO: {"height": height, "width": width, "num_frames": num_frames}}
-    if video is not None:
-        latent["samples"] = video
-        if audio is not None:
-            latent[AUDIO_SAMPLES] = audio
-    else:
-        latent.update(samples=audio, type="audio")
-    return latent
-
-
-def unpack_latent(latent: dict[str, Any]) -> tuple[torch.Tensor | None, torch.Tensor | None, dict[str, int]]:
-    """(raw video latents or None, audio latents or None, clip size) of a JavisDiT++ LATENT."""
-    info = latent.get(LATENT_INFO)
-    if info is None:
-        raise ValueError("latent: not a JavisDiT++ latent (make it with JavisDiT++ Empty Latents)")
-    if latent.get("type") == "audio":
-        return None, latent["samples"], info
-    return latent["samples"], latent.get(AUDIO_SAMPLES), info
-
-
 def latents_for(mode: str, height: int, width: int, num_frames: int, batch_size: int = 1,
                 stride: int = 8, channels: int = 16) -> dict[str, Any]:  # fmt: skip
     """Zero LATENT for an exact size (the Empty Latents node picks the size from the official tables)."""
@@ -301,7 +297,7 @@ def empty_latents(vae: Any, mode: str, duration: float, resolution: str, aspect_
 class StepHooks(Protocol):
     """ComfyUI's progress bar and interruption check (fakes in tests)."""
 
-    def progress(self, done: int, total: int) -> None: ...
+    def progress(self, done: int, total: int, preview: torch.Tensor | None = None) -> None: ...
 
     def check_interrupt(self) -> None: ...
 
@@ -315,7 +311,9 @@ def sample(model: JavisDiTModel, positive: list, negative: list, latent: dict[st
 
     ``shift`` 0 = the official resolution/length shift. Noise is drawn on the CPU from ``seed``, video then
     audio as the official sampler does, so a seed gives the same clip on every device. With ``denoise`` < 1 the
-    incoming latents are noised to the matching sigma and refined (ComfyUI KSampler's rule).
+    incoming latents are noised to the matching sigma and refined (ComfyUI KSampler's rule). Frames with a
+    reference mask (``latents.py``, set by the Reference nodes) are held at the latent's values as the mask says.
+    ``hooks`` get each step's clean-video estimate for ComfyUI's live preview.
     """
     if not isinstance(model, JavisDiTModel):
         raise ValueError(f"model: connect a JavisDiT++ Model Loader (got {type(model).__name__})")
@@ -328,6 +326,7 @@ def sample(model: JavisDiTModel, positive: list, negative: list, latent: dict[st
     if model_type != "t2av" and mode != model_type:
         raise ValueError(f"latent: a {model_type!r} model cannot sample them (make them in mode {model_type!r})")
     text_dim = transformer.config.text_dim
+    video_condition, audio_condition = latent_conditions(latent, model.normalise)
     embeds, mask = conditioning_features(positive, "positive", text_dim)
     negative_embeds, negative_mask = conditioning_features(negative, "negative", text_dim)
     batch = (video if video is not None else audio).shape[0]
@@ -339,7 +338,7 @@ def sample(model: JavisDiTModel, positive: list, negative: list, latent: dict[st
 
     def on_step(pipe, step, timestep, tensors):
         if hooks is not None:
-            hooks.progress(step + 1, total)
+            hooks.progress(step + 1, total, preview=tensors["denoised"])
             if step + 1 < total:  # checked before every step
                 hooks.check_interrupt()
         return {}
@@ -365,7 +364,8 @@ def sample(model: JavisDiTModel, positive: list, negative: list, latent: dict[st
         generator=generator, latents=start_video, audio_latents=start_audio,
         prompt_embeds=embeds, prompt_attention_mask=mask,
         negative_prompt_embeds=negative_embeds, negative_prompt_attention_mask=negative_mask,
-        output_type="latent", callback_on_step_end=on_step,
+        video_condition=video_condition, audio_condition=audio_condition,
+        output_type="latent", callback_on_step_end=on_step, callback_on_step_end_tensor_inputs=["denoised"],
     )  # fmt: skip
     video_out = None if out.frames is None else model.denormalise(out.frames.float().cpu())
     audio_out = None if out.audio is None else out.audio.float().cpu()
@@ -404,23 +404,3 @@ def decode_audio(audio_vae: AudioCodec, latent: dict[str, Any]) -> tuple[dict[st
         raise ValueError("latent: these latents hold no audio (made with mode 't2v')")
     waveform = audio_vae.decode(audio, num_audio_samples(info["num_frames"]))
     return ({"waveform": waveform.clamp(-1, 1).float().unsqueeze(1).contiguous(), "sample_rate": SAMPLE_RATE},)
-
-
-# ---------------------------------------------------------------------------------------------------- comfy hooks
-def comfy_step_hooks() -> StepHooks:
-    """ComfyUI's ProgressBar and interruption check (imported only when running inside ComfyUI)."""
-    import comfy.model_management
-    import comfy.utils
-
-    class _ComfyHooks:
-        bar: Any = None
-
-        def progress(self, done: int, total: int) -> None:
-            if self.bar is None:
-                self.bar = comfy.utils.ProgressBar(total)
-            self.bar.update_absolute(done, total)
-
-        def check_interrupt(self) -> None:
-            comfy.model_management.throw_exception_if_processing_interrupted()
-
-    return _ComfyHooks()

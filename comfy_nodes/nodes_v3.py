@@ -55,7 +55,7 @@ def make_node(spec: NodeSpec) -> type[io.ComfyNode]:
             if p.type in comfy_types.UNWRAP_INPUT:
                 inputs[p.id] = comfy_types.UNWRAP_INPUT[p.type](inputs[p.id])
         if spec.step_hooks:
-            inputs["hooks"] = core.comfy_step_hooks()
+            inputs["hooks"] = comfy_types.StepHooks(inputs["model"])
         results = spec.run(**inputs)
         wrapped = [comfy_types.WRAP_OUTPUT.get(o.type, lambda value: value)(value)
                    for o, value in zip(spec.outputs, results)]  # fmt: skip

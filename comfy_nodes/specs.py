@@ -16,7 +16,7 @@ from javis_core.demo.model import DEMO_NAME
 from javis_core.pipelines.schedule import SCHEDULERS
 from javis_core.pipelines.sizes import DURATIONS, RESOLUTIONS
 
-from . import core
+from . import core, reference
 
 CATEGORY = "JavisDiT++"
 MODEL, CLIP, VAE, CONDITIONING, LATENT = "MODEL", "CLIP", "VAE", "CONDITIONING", "LATENT"
@@ -127,7 +127,8 @@ EMPTY_LATENTS = NodeSpec(
 SAMPLER = NodeSpec(
     "JavisDiTSampler", "JavisDiT++ Sampler",
     "Joint audio-video rectified-flow sampling with the official shifted schedule and classifier-free guidance. "
-    "denoise < 1 starts from the given latents noised to the matching sigma (refine a previous result).",
+    "denoise < 1 starts from the given latents noised to the matching sigma (refine a previous result). Frames "
+    "set by the Reference nodes are held as their masks say. Shows a live preview of the picture.",
     core.sample,
     (Param("model", MODEL), Param("positive", CONDITIONING), Param("negative", CONDITIONING),
      Param("latent", LATENT),
@@ -146,6 +147,32 @@ SAMPLER = NodeSpec(
     (Output(LATENT, "latent"),),
     step_hooks=True,
 )  # fmt: skip
+REFERENCE_VIDEO = NodeSpec(
+    "JavisDiTReferenceVideo", "JavisDiT++ Reference Video / Image",
+    "Starts the clip from these frames: a video keeps its picture and the sampler makes the sound (video to audio); "
+    "one image is the first frame (image to audio+video); the last frames of a clip continue it (extension). They "
+    "are resampled to 16 fps, resized to fill the clip, trimmed to it and encoded with the VAE into the latent.",
+    reference.reference_video,
+    (Param("latent", LATENT, tooltip="from JavisDiT++ Empty Latents (t2av or t2v)"),
+     Param("vae", VAE, tooltip="the video VAE the latents decode with"),
+     Param("images", "IMAGE", tooltip="frames (Load Video -> Get Video Components) or one image"),
+     Param("denoise", "FLOAT", default=0.0, min=0.0, max=1.0, step=0.01,
+           tooltip="how far the sampler may move these frames: 0 keeps them exactly, 1 only starts from them "
+                   "(the official edit ratio)"),
+     Param("fps", "FLOAT", default=16.0, min=1.0, max=240.0, step=0.001, tooltip="frame rate of the images")),
+    (Output(LATENT, "latent"),),
+)  # fmt: skip
+REFERENCE_AUDIO = NodeSpec(
+    "JavisDiTReferenceAudio", "JavisDiT++ Reference Audio",
+    "Starts the clip from this sound: the sampler keeps it and makes the picture (audio to video). It is mixed to "
+    "mono, resampled to 16 kHz, trimmed to the clip and encoded with the AudioLDM2 VAE into the latent.",
+    reference.reference_audio,
+    (Param("latent", LATENT, tooltip="from JavisDiT++ Empty Latents (t2av or t2a)"),
+     Param("audio_vae", AUDIO_VAE), Param("audio", "AUDIO", tooltip="e.g. from Load Audio"),
+     Param("denoise", "FLOAT", default=0.0, min=0.0, max=1.0, step=0.01,
+           tooltip="how far the sampler may move this sound: 0 keeps it exactly, 1 only starts from it")),
+    (Output(LATENT, "latent"),),
+)  # fmt: skip
 AUDIO_DECODE = NodeSpec(
     "JavisDiTAudioDecode", "JavisDiT++ Audio Decode",
     "Decodes the audio latents to AUDIO (16 kHz mono), exactly as long as the clip. The video latents decode "
@@ -156,5 +183,6 @@ AUDIO_DECODE = NodeSpec(
 )  # fmt: skip
 
 NODE_SPECS: tuple[NodeSpec, ...] = (
-    MODEL_LOADER, TEXT_ENCODER_LOADER, VIDEO_VAE_LOADER, AUDIO_VAE_LOADER, EMPTY_LATENTS, SAMPLER, AUDIO_DECODE,
+    MODEL_LOADER, TEXT_ENCODER_LOADER, VIDEO_VAE_LOADER, AUDIO_VAE_LOADER, EMPTY_LATENTS, REFERENCE_VIDEO,
+    REFERENCE_AUDIO, SAMPLER, AUDIO_DECODE,
 )  # fmt: skip

@@ -22,6 +22,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from comfy_nodes.specs import NODE_SPECS
@@ -128,7 +129,7 @@ def comfy(tmp_path_factory) -> Comfy:
     port = _free_port()
     command = [
         COMFYUI_PYTHON, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port), "--disable-auto-launch",
-        "--extra-model-paths-config", str(config), "--database-url", "sqlite:///:memory:",
+        "--extra-model-paths-config", str(config), "--database-url", "sqlite:///:memory:", "--preview-method", "auto",
         *(arg for name, path in dirs.items() for arg in (f"--{name}-directory", str(path))),
     ]  # fmt: skip
     log = root / "comfyui.log"
@@ -223,8 +224,6 @@ def test_tiny_pipeline_graph_decodes_with_the_wan_vae(comfy):
 
 
 def test_comfyuis_lora_loader_patches_our_model(comfy):
-    import numpy as np
-
     from javis_core.media import read_video
 
     plain = demo_workflow(steps=2)
@@ -260,6 +259,133 @@ def test_mixing_the_demo_text_encoder_with_another_model_says_why(comfy):
     error = next(body for name, body in entry["status"]["messages"] if name == "execution_error")
     assert "positive: text features of width 384, the model reads 32" in error["exception_message"]
     assert len(error["exception_message"]) < 300
+
+
+def world_clip_inputs(comfy: Comfy) -> tuple[str, str, np.ndarray]:
+    """A 2 s drum clip of the demo world at 24 fps and 320x240 with its sound, written into ComfyUI's input folder
+    as an mp4 (another rate and size than the clip's) and a wav. Returns the file names and the frames."""
+    from javis_core.demo import world as demo_world
+    from javis_core.media import write_video, write_wav
+
+    inputs = comfy.output.parent / "input"
+    scene = demo_world.sample_scene(np.random.default_rng(1), 2.0, "drum", "red")
+    frames, sound = demo_world.render(scene.kind, scene.colour, scene.event_times, 48, 240, 320, fps=24)
+    write_video(inputs / "drum.mp4", frames, fps=24, audio=sound)
+    write_wav(inputs / "drum.wav", sound)
+    return "drum.mp4", "drum.wav", frames
+
+
+def test_video_to_audio_graph_keeps_the_picture_and_adds_a_sound(comfy):
+    """Load Video -> Get Video Components -> our Reference Video -> sampler -> Audio Decode; Create Video takes the
+    user's own frames and fps with the new sound."""
+    video_name, _, frames = world_clip_inputs(comfy)
+    workflow = demo_workflow(steps=4, prompt="a red drum is hit")
+    workflow["20"] = {"class_type": "LoadVideo", "inputs": {"file": video_name}}
+    workflow["21"] = {"class_type": "GetVideoComponents", "inputs": {"video": ["20", 0]}}
+    workflow["22"] = {"class_type": "JavisDiTReferenceVideo",
+                      "inputs": {"latent": ["7", 0], "vae": ["3", 0], "images": ["21", 0], "denoise": 0.0,
+                                 "fps": ["21", 2]}}  # fmt: skip
+    workflow["8"]["inputs"]["latent"] = ["22", 0]
+    workflow["11"]["inputs"].update(images=["21", 0], fps=["21", 2])
+    del workflow["9"]  # the picture is the user's: nothing to decode
+    workflow["12"]["inputs"]["filename_prefix"] = "javisdit_test/v2a"
+    entry = comfy.wait(comfy.submit(workflow))
+    info = saved_clip(comfy, entry)
+    assert (info["width"], info["height"], info["num_frames"]) == (320, 240, 48) and info["fps"] == pytest.approx(24)
+    assert info["audio_codec"] == "aac" and info["audio_duration"] == pytest.approx(33 / 16, abs=0.1)
+    from javis_core.media import read_video
+
+    saved = entry["outputs"]["12"]["images"][0]
+    written, sound, _ = read_video(comfy.output / saved["subfolder"] / saved["filename"])
+    assert np.abs(np.asarray(written, np.float32) - frames.astype(np.float32)).mean() < 3  # h264 twice, no VAE
+    assert np.asarray(sound).std() > 1e-3
+
+
+def test_audio_to_video_graph_keeps_the_sound_and_makes_a_picture(comfy):
+    _, audio_name, _ = world_clip_inputs(comfy)
+    workflow = demo_workflow(steps=4, prompt="a red drum is hit")
+    workflow["20"] = {"class_type": "LoadAudio", "inputs": {"audio": audio_name}}
+    workflow["22"] = {"class_type": "JavisDiTReferenceAudio",
+                      "inputs": {"latent": ["7", 0], "audio_vae": ["4", 0], "audio": ["20", 0], "denoise": 0.0}}
+    workflow["8"]["inputs"]["latent"] = ["22", 0]
+    workflow["11"]["inputs"]["audio"] = ["20", 0]  # the user's own sound
+    del workflow["10"]
+    workflow["12"]["inputs"]["filename_prefix"] = "javisdit_test/a2v"
+    info = saved_clip(comfy, comfy.wait(comfy.submit(workflow)))
+    assert (info["width"], info["height"], info["num_frames"]) == (448, 256, 33)
+    assert info["audio_codec"] == "aac" and info["audio_duration"] == pytest.approx(2.0, abs=0.1)
+
+
+def test_image_to_audio_and_video_graph(comfy):
+    from PIL import Image
+
+    _, _, frames = world_clip_inputs(comfy)
+    Image.fromarray(frames[0]).save(comfy.output.parent / "input" / "drum.png")
+    workflow = demo_workflow(steps=4, prompt="a red drum is hit")
+    workflow["20"] = {"class_type": "LoadImage", "inputs": {"image": "drum.png"}}
+    workflow["22"] = {"class_type": "JavisDiTReferenceVideo",
+                      "inputs": {"latent": ["7", 0], "vae": ["3", 0], "images": ["20", 0], "denoise": 0.0, "fps": 16.0}}
+    workflow["8"]["inputs"]["latent"] = ["22", 0]
+    workflow["12"]["inputs"]["filename_prefix"] = "javisdit_test/i2av"
+    info = saved_clip(comfy, comfy.wait(comfy.submit(workflow)))
+    assert (info["width"], info["height"], info["num_frames"]) == (448, 256, 33) and info["audio_codec"] == "aac"
+
+
+# Listens on ComfyUI's websocket while a graph runs; prints the live previews it was sent (node, image size)
+PREVIEW_SCRIPT = r'''
+import asyncio, io, json, struct, sys
+import aiohttp
+from PIL import Image
+
+url, workflow_path = sys.argv[1:3]
+
+
+async def main():
+    previews = []
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(f"{url}/ws?clientId=preview-test") as ws:
+            workflow = json.load(open(workflow_path))
+            async with session.post(f"{url}/prompt", json={"prompt": workflow, "client_id": "preview-test"}) as r:
+                prompt_id = (await r.json())["prompt_id"]
+            async for message in ws:
+                if message.type == aiohttp.WSMsgType.BINARY:
+                    event, body = struct.unpack(">I", message.data[:4])[0], message.data[4:]
+                    if event == 1:  # PREVIEW_IMAGE: image type, image
+                        node, image = None, body[4:]
+                    elif event == 4:  # PREVIEW_IMAGE_WITH_METADATA: length, json, image
+                        length = struct.unpack(">I", body[:4])[0]
+                        node, image = json.loads(body[4 : 4 + length]).get("node_id"), body[4 + length :]
+                    else:
+                        continue
+                    previews.append({"node": node, "size": list(Image.open(io.BytesIO(image)).size)})
+                elif message.type == aiohttp.WSMsgType.TEXT:
+                    data = json.loads(message.data)
+                    if data["type"] in ("execution_success", "execution_error", "execution_interrupted") and \
+                            data["data"].get("prompt_id") == prompt_id:
+                        previews.append({"end": data["type"]})
+                        break
+    print(json.dumps(previews))
+
+
+asyncio.run(main())
+'''
+
+
+def test_sampler_sends_live_previews(comfy, tmp_path):
+    """ComfyUI (started with --preview-method auto) gets a Latent2RGB preview of the picture at each step."""
+    workflow_path = tmp_path / "workflow.json"
+    workflow = demo_workflow(steps=3, prompt="a blue light blinks")
+    workflow_path.write_text(json.dumps(workflow))
+    script = tmp_path / "previews.py"
+    script.write_text(PREVIEW_SCRIPT)
+    done = subprocess.run([COMFYUI_PYTHON, str(script), comfy.url, str(workflow_path)], capture_output=True, text=True,
+                          timeout=RUN_TIMEOUT_S)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    events = json.loads(done.stdout.strip().splitlines()[-1])
+    assert events[-1] == {"end": "execution_success"}, events
+    previews = [event for event in events[:-1] if event.get("node") in (None, "8")]
+    # one pixel a latent (14x8 at 240p 16:9 on the demo grid), scaled up to ComfyUI's preview size
+    assert len(previews) >= 3 and all(abs(e["size"][0] / e["size"][1] - 14 / 8) < 0.02 for e in previews), events
 
 
 def test_interrupt_stops_the_sampler(comfy):

@@ -4,6 +4,7 @@ step, interruption)."""
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import json
 import sys
@@ -49,7 +50,7 @@ class RecordingHooks:
         self.checks = 0
         self.interrupt_at = interrupt_at
 
-    def progress(self, done: int, total: int) -> None:
+    def progress(self, done: int, total: int, preview: torch.Tensor | None = None) -> None:
         self.progress_calls.append((done, total))
 
     def check_interrupt(self) -> None:
@@ -107,7 +108,7 @@ def count_forwards(model: core.JavisDiTModel) -> list[int]:
 
 # ---------------------------------------------------------------------------------------------------- schemas
 def test_node_ids_are_unique_and_prefixed():
-    assert len(SPECS) == len(NODE_SPECS) == 7
+    assert len(SPECS) == len(NODE_SPECS) == 9
     assert all(node_id.startswith("JavisDiT") for node_id in SPECS)
 
 
@@ -196,7 +197,7 @@ def _node_types(class_type: str) -> tuple[dict[str, str], list[str]]:
 def test_api_workflow_mixes_native_nodes_with_ours():
     workflow = json.loads(API_WORKFLOW.read_text())
     classes = {node["class_type"] for node in workflow.values()}
-    assert classes == set(SPECS) | set(NATIVE_NODES)
+    assert classes == set(SPECS) - {"JavisDiTReferenceVideo", "JavisDiTReferenceAudio"} | set(NATIVE_NODES)
     for node_id, node in workflow.items():
         expected, _ = _node_types(node["class_type"])
         spec = SPECS.get(node["class_type"])
@@ -467,30 +468,53 @@ def test_audio_decode_refuses_video_only_latents(nodes):
 
 
 # ---------------------------------------------------------------------------------------------------- comfy hooks
-def test_comfy_step_hooks_drive_comfyui_progress_and_interrupt(monkeypatch, nodes, prompts):
-    """The adapter against a shim of comfy.utils.ProgressBar / comfy.model_management (their real signatures)."""
-    updates, checks = [], []
+def test_comfy_step_hooks_drive_comfyui_progress_preview_and_interrupt(monkeypatch, nodes, prompts):
+    """``comfy_types.StepHooks`` against shims of the ComfyUI modules it calls (their real signatures): the
+    progress bar gets every step with a preview image of that step's clean picture, and the interrupt check
+    stops the sampler."""
+    updates, checks, previewed = [], [], []
 
     class ProgressBar:
         def __init__(self, total, node_id=None):
             self.total = total
 
         def update_absolute(self, value, total=None, preview=None):
-            updates.append((value, total))
+            updates.append((value, total, preview))
+
+    class Previewer:
+        def decode_latent_to_preview_image(self, preview_format, x0):
+            previewed.append(tuple(x0.shape))
+            return ("JPEG", f"image {len(previewed)}", 512)
 
     def throw_exception_if_processing_interrupted():
         checks.append(1)
-        if len(checks) == 3:
+        if len(checks) == 4:
             raise RuntimeError("InterruptProcessingException")
 
-    comfy = types.ModuleType("comfy")
-    comfy.utils = types.SimpleNamespace(ProgressBar=ProgressBar)
-    comfy.model_management = types.SimpleNamespace(
-        throw_exception_if_processing_interrupted=throw_exception_if_processing_interrupted
-    )
-    monkeypatch.setitem(sys.modules, "comfy", comfy)
-    monkeypatch.setitem(sys.modules, "comfy.utils", comfy.utils)
-    monkeypatch.setitem(sys.modules, "comfy.model_management", comfy.model_management)
+    shims = {
+        "comfy": types.ModuleType("comfy"),
+        "comfy.utils": types.SimpleNamespace(ProgressBar=ProgressBar),
+        "comfy.model_management": types.SimpleNamespace(
+            throw_exception_if_processing_interrupted=throw_exception_if_processing_interrupted,
+            get_torch_device=lambda: torch.device("cpu")),
+        "comfy.latent_formats": types.SimpleNamespace(Wan21=lambda: "wan21", LatentFormat=object),
+        "comfy.model_patcher": types.SimpleNamespace(ModelPatcher=object),
+        "comfy.sd": types.SimpleNamespace(VAE=object, CLIP=object),
+        "latent_preview": types.SimpleNamespace(get_previewer=lambda device, latent_format: Previewer()),
+    }  # fmt: skip
+    for name, module in shims.items():
+        monkeypatch.setitem(sys.modules, name, module)
+        if name.startswith("comfy."):
+            setattr(shims["comfy"], name.split(".")[1], module)
+    monkeypatch.setitem(sys.modules, "comfy_nodes.comfy_types", None)  # imported afresh on the shims, gone after
+    del sys.modules["comfy_nodes.comfy_types"]
+    monkeypatch.delattr(sys.modules["comfy_nodes"], "comfy_types", raising=False)
+    comfy_types = importlib.import_module("comfy_nodes.comfy_types")
+    model = nodes["model"]
+    model.latent_format = comfy_types.latent_format(model)
+    assert model.latent_format == "wan21"  # the tiny pipeline's VAE is Wan2.1's
     with pytest.raises(RuntimeError, match="Interrupt"):
-        core.sample(nodes["model"], *prompts, small(), steps=5, hooks=core.comfy_step_hooks())
-    assert updates == [(0, 5), (1, 5), (2, 5)] and len(checks) == 3
+        core.sample(model, *prompts, small(), steps=5, hooks=comfy_types.StepHooks(model))
+    assert [(value, total) for value, total, _ in updates] == [(0, 5), (1, 5), (2, 5), (3, 5)] and len(checks) == 4
+    assert [preview for _, _, preview in updates] == [None] + [("JPEG", f"image {i}", 512) for i in (1, 2, 3)]
+    assert previewed == [tuple(small()["samples"].shape)] * 3

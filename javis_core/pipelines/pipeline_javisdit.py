@@ -60,7 +60,8 @@ def _guided(velocity: torch.Tensor, scale: float, do_cfg: bool) -> torch.Tensor:
 class JavisDiTPipeline(DiffusionPipeline):
     model_cpu_offload_seq = "text_encoder->transformer->vae->audio_vae->vocoder"
     _optional_components = ["text_encoder", "tokenizer", "vae", "audio_vae", "vocoder"]
-    _callback_tensor_inputs = ["latents", "audio_latents", "prompt_embeds", "negative_prompt_embeds"]
+    # "denoised": the step's estimate of the clean video latents (x0), what a live preview shows
+    _callback_tensor_inputs = ["latents", "audio_latents", "denoised", "prompt_embeds", "negative_prompt_embeds"]
 
     def __init__(
         self,
@@ -389,8 +390,11 @@ class JavisDiTPipeline(DiffusionPipeline):
                         num_frames=num_frames,
                         attention_kwargs=attention_kwargs,
                     )
+                denoised = None
                 if want_video:
                     velocity = _guided(out.sample, guidance_scale, do_cfg)
+                    if "denoised" in callback_on_step_end_tensor_inputs:
+                        denoised = latents - sigmas[step] * velocity
                     stepped = video_scheduler.step(velocity, t, latents, return_dict=False)[0]
                     latents = masking["video"].after_step(stepped, latents) if "video" in masking else stepped
                 if want_audio:
@@ -402,7 +406,7 @@ class JavisDiTPipeline(DiffusionPipeline):
 
                 if callback_on_step_end is not None:
                     available = {
-                        "latents": latents, "audio_latents": audio_latents,
+                        "latents": latents, "audio_latents": audio_latents, "denoised": denoised,
                         "prompt_embeds": prompt_embeds, "negative_prompt_embeds": negative_prompt_embeds,
                     }  # fmt: skip
                     kwargs = {name: available[name] for name in callback_on_step_end_tensor_inputs}
