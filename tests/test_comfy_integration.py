@@ -261,40 +261,41 @@ def test_mixing_the_demo_text_encoder_with_another_model_says_why(comfy):
     assert len(error["exception_message"]) < 300
 
 
-def world_clip_inputs(comfy: Comfy) -> tuple[str, str, np.ndarray]:
-    """A 2 s drum clip of the demo world at 24 fps and 320x240 with its sound, written into ComfyUI's input folder
-    as an mp4 (another rate and size than the clip's) and a wav. Returns the file names and the frames."""
+def world_clip_inputs(comfy: Comfy) -> np.ndarray:
+    """A 2 s drum clip of the demo world at 24 fps and 320x240 (another rate and size than the clip's) with its
+    sound, in ComfyUI's input folder under the names the example graphs use; returns its frames."""
+    from PIL import Image
+
     from javis_core.demo import world as demo_world
     from javis_core.media import write_video, write_wav
 
     inputs = comfy.output.parent / "input"
     scene = demo_world.sample_scene(np.random.default_rng(1), 2.0, "drum", "red")
     frames, sound = demo_world.render(scene.kind, scene.colour, scene.event_times, 48, 240, 320, fps=24)
-    write_video(inputs / "drum.mp4", frames, fps=24, audio=sound)
-    write_wav(inputs / "drum.wav", sound)
-    return "drum.mp4", "drum.wav", frames
+    write_video(inputs / "your_clip.mp4", frames, fps=24, audio=sound)
+    write_wav(inputs / "your_sound.wav", sound)
+    Image.fromarray(frames[0]).save(inputs / "your_picture.png")
+    return frames
+
+
+def example_workflow(name: str, steps: int = 4) -> dict:
+    """A conditioned example graph of example_workflows/ (its API form) on the demo model."""
+    workflow = json.loads((WORKFLOW.parent / f"javisdit_{name}_api.json").read_text())
+    workflow["8"]["inputs"]["steps"] = steps
+    workflow["12"]["inputs"]["filename_prefix"] = f"javisdit_test/{name}"
+    return workflow
 
 
 def test_video_to_audio_graph_keeps_the_picture_and_adds_a_sound(comfy):
     """Load Video -> Get Video Components -> our Reference Video -> sampler -> Audio Decode; Create Video takes the
     user's own frames and fps with the new sound."""
-    video_name, _, frames = world_clip_inputs(comfy)
-    workflow = demo_workflow(steps=4, prompt="a red drum is hit")
-    workflow["20"] = {"class_type": "LoadVideo", "inputs": {"file": video_name}}
-    workflow["21"] = {"class_type": "GetVideoComponents", "inputs": {"video": ["20", 0]}}
-    workflow["22"] = {"class_type": "JavisDiTReferenceVideo",
-                      "inputs": {"latent": ["7", 0], "vae": ["3", 0], "images": ["21", 0], "denoise": 0.0,
-                                 "fps": ["21", 2]}}  # fmt: skip
-    workflow["8"]["inputs"]["latent"] = ["22", 0]
-    workflow["11"]["inputs"].update(images=["21", 0], fps=["21", 2])
-    del workflow["9"]  # the picture is the user's: nothing to decode
-    workflow["12"]["inputs"]["filename_prefix"] = "javisdit_test/v2a"
-    entry = comfy.wait(comfy.submit(workflow))
+    from javis_core.media import read_video
+
+    frames = world_clip_inputs(comfy)
+    entry = comfy.wait(comfy.submit(example_workflow("video_to_audio")))
     info = saved_clip(comfy, entry)
     assert (info["width"], info["height"], info["num_frames"]) == (320, 240, 48) and info["fps"] == pytest.approx(24)
     assert info["audio_codec"] == "aac" and info["audio_duration"] == pytest.approx(33 / 16, abs=0.1)
-    from javis_core.media import read_video
-
     saved = entry["outputs"]["12"]["images"][0]
     written, sound, _ = read_video(comfy.output / saved["subfolder"] / saved["filename"])
     assert np.abs(np.asarray(written, np.float32) - frames.astype(np.float32)).mean() < 3  # h264 twice, no VAE
@@ -302,32 +303,15 @@ def test_video_to_audio_graph_keeps_the_picture_and_adds_a_sound(comfy):
 
 
 def test_audio_to_video_graph_keeps_the_sound_and_makes_a_picture(comfy):
-    _, audio_name, _ = world_clip_inputs(comfy)
-    workflow = demo_workflow(steps=4, prompt="a red drum is hit")
-    workflow["20"] = {"class_type": "LoadAudio", "inputs": {"audio": audio_name}}
-    workflow["22"] = {"class_type": "JavisDiTReferenceAudio",
-                      "inputs": {"latent": ["7", 0], "audio_vae": ["4", 0], "audio": ["20", 0], "denoise": 0.0}}
-    workflow["8"]["inputs"]["latent"] = ["22", 0]
-    workflow["11"]["inputs"]["audio"] = ["20", 0]  # the user's own sound
-    del workflow["10"]
-    workflow["12"]["inputs"]["filename_prefix"] = "javisdit_test/a2v"
-    info = saved_clip(comfy, comfy.wait(comfy.submit(workflow)))
+    world_clip_inputs(comfy)
+    info = saved_clip(comfy, comfy.wait(comfy.submit(example_workflow("audio_to_video"))))
     assert (info["width"], info["height"], info["num_frames"]) == (448, 256, 33)
-    assert info["audio_codec"] == "aac" and info["audio_duration"] == pytest.approx(2.0, abs=0.1)
+    assert info["audio_codec"] == "aac" and info["audio_duration"] == pytest.approx(2.0, abs=0.1)  # the user's
 
 
 def test_image_to_audio_and_video_graph(comfy):
-    from PIL import Image
-
-    _, _, frames = world_clip_inputs(comfy)
-    Image.fromarray(frames[0]).save(comfy.output.parent / "input" / "drum.png")
-    workflow = demo_workflow(steps=4, prompt="a red drum is hit")
-    workflow["20"] = {"class_type": "LoadImage", "inputs": {"image": "drum.png"}}
-    workflow["22"] = {"class_type": "JavisDiTReferenceVideo",
-                      "inputs": {"latent": ["7", 0], "vae": ["3", 0], "images": ["20", 0], "denoise": 0.0, "fps": 16.0}}
-    workflow["8"]["inputs"]["latent"] = ["22", 0]
-    workflow["12"]["inputs"]["filename_prefix"] = "javisdit_test/i2av"
-    info = saved_clip(comfy, comfy.wait(comfy.submit(workflow)))
+    world_clip_inputs(comfy)
+    info = saved_clip(comfy, comfy.wait(comfy.submit(example_workflow("image_to_av"))))
     assert (info["width"], info["height"], info["num_frames"]) == (448, 256, 33) and info["audio_codec"] == "aac"
 
 

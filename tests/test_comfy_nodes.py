@@ -213,28 +213,41 @@ def test_api_workflow_mixes_native_nodes_with_ours():
                 assert value in p.choices() if p.type == "COMBO" else p.min is None or p.min <= value <= p.max
 
 
-def test_example_workflow_is_the_api_graph_in_ui_format():
-    api = json.loads(API_WORKFLOW.read_text())
-    ui = json.loads(UI_WORKFLOW.read_text())
-    assert ui["version"] == 0.4 and "nodes" in ui and "links" in ui  # what ComfyUI's "Open" expects
-    assert sorted(p.name for p in UI_WORKFLOW.parent.iterdir()) == ["javisdit_t2av.jpg", "javisdit_t2av.json"]
+EXAMPLES = ("t2av", "video_to_audio", "image_to_av", "audio_to_video")
+
+
+def test_example_workflows_are_ui_graphs_with_thumbnails():
+    names = sorted(p.name for p in UI_WORKFLOW.parent.iterdir())
+    assert names == sorted(f"javisdit_{name}.{ext}" for name in EXAMPLES for ext in ("json", "jpg"))
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_example_workflow_is_the_api_graph_in_ui_format(name):
+    """Each example in example_workflows/ (what ComfyUI's "Open" and its template browser read) is the API graph in
+    tests/fixtures/comfyui that the opt-in real-ComfyUI test runs: same nodes, links and widget values."""
+    api = json.loads((API_WORKFLOW.parent / f"javisdit_{name}_api.json").read_text())
+    ui = json.loads((UI_WORKFLOW.parent / f"javisdit_{name}.json").read_text())
+    assert ui["version"] == 0.4 and "nodes" in ui and "links" in ui
     assert {str(node["id"]): node["type"] for node in ui["nodes"]} == {k: v["class_type"] for k, v in api.items()}
     links = {(str(src), src_slot, str(dst), dst_slot) for _, src, src_slot, dst, dst_slot, _ in ui["links"]}
     by_id = {str(node["id"]): node for node in ui["nodes"]}
     api_links = set()
     for node_id, node in api.items():
         slots = [i["name"] for i in by_id[node_id]["inputs"]]
-        for name, value in node["inputs"].items():
+        for input_name, value in node["inputs"].items():
             if isinstance(value, list):
-                api_links.add((value[0], value[1], node_id, slots.index(name)))
+                api_links.add((value[0], value[1], node_id, slots.index(input_name)))
     assert links == api_links
     for node_id, node in api.items():
         spec = SPECS.get(node["class_type"])
         if spec is None:
             continue
-        widget_values = [node["inputs"][p.id] for p in spec.inputs if p.is_widget]
-        values = [v for v in by_id[node_id]["widgets_values"] if v not in ("fixed", "randomize")]
-        assert values == widget_values, node_id
+        values = [v for v in by_id[node_id].get("widgets_values", []) if v not in ("fixed", "randomize")]
+        widgets = [p.id for p in spec.inputs if p.is_widget]
+        assert len(values) == len(widgets), node_id
+        for widget, value in zip(widgets, values):
+            if not isinstance(node["inputs"][widget], list):  # a widget turned into a link keeps a stale value
+                assert value == node["inputs"][widget], f"{node_id}.{widget}"
 
 
 # ---------------------------------------------------------------------------------------------------- loaders
