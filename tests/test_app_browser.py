@@ -167,3 +167,87 @@ def test_generate_in_browser(served_app, tmp_path):
             raise
         finally:
             browser.close()
+
+
+def _result_clip(page, previous: str | None, path: Path) -> tuple[str, dict]:
+    """Waits for a new result video, saves it to ``path`` and returns its source and probe."""
+    player = page.locator("#result-video video")
+    page.wait_for_function(
+        "prev => { const v = document.querySelector('#result-video video'); return v && v.src && v.src !== prev; }",
+        arg=previous or "", timeout=GENERATION_TIMEOUT_MS,
+    )  # fmt: skip
+    src = player.get_attribute("src")
+    path.write_bytes(page.request.get(src).body())
+    return src, probe(path)
+
+
+def test_conditioned_modes_in_browser(served_app, tmp_path):
+    """"Start from" shows each task's upload; video to audio keeps the uploaded picture, audio to video the uploaded
+    sound, image to audio+video starts from the picture; a task without its upload says what is missing."""
+    import numpy as np
+
+    from javis_core.media import read_video, write_video, write_wav
+
+    url, _, sync_playwright = served_app
+    frames = np.full((33, 240, 432, 3), 30, np.uint8)
+    for index, frame in enumerate(frames):  # a square that moves right
+        frame[80:160, 20 + 8 * index : 100 + 8 * index] = (220, 60, 40)
+    write_video(tmp_path / "clip.mp4", frames, fps=16)
+    sound = (0.3 * np.sin(2 * np.pi * 440 * np.arange(32000) / 16000)).astype(np.float32)
+    write_wav(tmp_path / "tone.wav", sound)
+    Image.fromarray(frames[0]).save(tmp_path / "picture.png")
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 1280, "height": 1200})
+        try:
+            page.goto(url)
+            page.locator("#prompt textarea").fill("a red block slides and hums")
+            page.locator("#resolution").get_by_label("240p").check()
+            page.get_by_text("Advanced").click()
+            _set_number(page, "steps", 2)
+            task = page.locator("#task")
+
+            task.get_by_label("Video to audio").check()
+            page.locator("#video-in").wait_for(state="visible")
+            assert page.locator("#audio-in").is_hidden() and page.locator("#image-in").is_hidden()
+            assert page.locator("#strength").is_visible() and page.locator("#extend-to").is_hidden()
+            page.locator("#generate").click()  # nothing uploaded yet
+            page.get_by_text("Video to audio needs a video: upload one first.").first.wait_for(timeout=30_000)
+            page.locator("#video-in input[type=file]").set_input_files(str(tmp_path / "clip.mp4"))
+            page.locator("#video-in video").wait_for(state="attached", timeout=30_000)
+            page.locator("#generate").click()
+            src, info = _result_clip(page, None, tmp_path / "v2a.mp4")
+            assert info["audio_codec"] == "aac" and (info["width"], info["height"], info["num_frames"]) == (432, 240, 33)
+            kept = np.asarray(read_video(tmp_path / "v2a.mp4")[0], np.float32)
+            assert np.abs(kept - frames.astype(np.float32)).mean() < 3  # the uploaded picture, not a VAE round trip
+
+            task.get_by_label("Audio to video").check()
+            page.locator("#audio-in").wait_for(state="visible")
+            assert page.locator("#video-in").is_hidden()
+            page.locator("#audio-in input[type=file]").set_input_files(str(tmp_path / "tone.wav"))
+            page.locator("#audio-in audio, #audio-in .waveform-container, #audio-in wave").first.wait_for(
+                state="attached", timeout=30_000)  # fmt: skip
+            page.locator("#generate").click()
+            src, info = _result_clip(page, src, tmp_path / "a2v.mp4")
+            # the clip is as long as the sound fills: 29 frames (4k+1) of the 2 s
+            assert info["video_codec"] == "h264" and info["num_frames"] == 29
+            assert info["audio_duration"] == pytest.approx(29 / 16, abs=0.05)
+            heard = np.asarray(read_video(tmp_path / "a2v.mp4")[1], np.float32)[:30000]
+            assert np.corrcoef(heard, sound[: len(heard)])[0, 1] > 0.9  # the uploaded tone (AAC-coded)
+
+            task.get_by_label("Image to audio + video").check()
+            page.locator("#image-in").wait_for(state="visible")
+            assert page.locator("#extend-to").is_visible()
+            page.locator("#image-in input[type=file]").set_input_files(str(tmp_path / "picture.png"))
+            page.locator("#image-in img").wait_for(state="attached", timeout=30_000)
+            page.locator("#generate").click()
+            _, info = _result_clip(page, src, tmp_path / "i2av.mp4")
+            first = np.asarray(read_video(tmp_path / "i2av.mp4")[0][0], np.float32)
+            assert info["audio_codec"] == "aac" and np.abs(first - frames[0].astype(np.float32)).mean() < 3
+            page.screenshot(path=str(ARTIFACTS / "app_browser_conditioned.png"), full_page=True)
+        except Exception:
+            page.screenshot(path=str(ARTIFACTS / "app_browser_conditioned_failure.png"), full_page=True)
+            raise
+        finally:
+            browser.close()
