@@ -1,7 +1,7 @@
 """Our loaded modules as ComfyUI's own objects; imported only inside ComfyUI.
 
 * MODEL: a ``ModelPatcher`` around ``core.JavisDiTModel`` (weights under ``diffusion_model.``), so ComfyUI decides
-  where the transformer lives (``load_models_gpu`` before sampling, offload/unload between runs, lowvram) and
+  where the transformer lives (``load_models_gpu`` before sampling, offload/unload between runs; loaded whole) and
   ComfyUI's LoRA loaders patch it where the LoRA's key names match ours;
 * CLIP: a ``comfy.sd.CLIP`` whose model encodes with our ``TextEncoder`` (the demo's MiniLM, umT5 from a
   pipeline dir), so ``CLIPTextEncode`` makes its CONDITIONING;

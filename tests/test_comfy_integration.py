@@ -468,6 +468,55 @@ def test_clip_text_encode_with_comfyuis_umt5_equals_our_text_encoder(tmp_path):
     assert torch.equal(read_mask, mask.long()) and 10 < int(mask.sum()) < 60
 
 
+# A full-size Wan2.1 VAE in ComfyUI's layout (random weights), then ComfyUI's own VAE object decodes a LATENT with it
+COMFY_WAN_VAE_SCRIPT = r'''
+import sys
+import safetensors.torch, torch
+import comfy.cli_args
+comfy.cli_args.args.cpu = True
+import comfy.ldm.wan.vae, comfy.sd, comfy.utils
+
+checkpoint, latent_file, out = sys.argv[1:4]
+torch.manual_seed(0)
+model = comfy.ldm.wan.vae.WanVAE(dim=96, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
+                                 temperal_downsample=[False, True, True])
+weights = {}
+for name, value in model.state_dict().items():  # ComfyUI's layers skip init: give every tensor a sane random value
+    if name.endswith("gamma"):
+        weights[name] = 1 + 0.1 * torch.randn_like(value)
+    elif value.ndim > 1:
+        weights[name] = torch.randn_like(value) / value[0].numel() ** 0.5
+    else:
+        weights[name] = 0.02 * torch.randn_like(value)
+safetensors.torch.save_file(weights, checkpoint)
+vae = comfy.sd.VAE(sd=comfy.utils.load_torch_file(checkpoint))  # what Load VAE does with vae/wan_2.1_vae.safetensors
+images = vae.decode(safetensors.torch.load_file(latent_file)["samples"])  # what VAE Decode does
+safetensors.torch.save_file({"images": images.float().contiguous()}, out)
+'''
+
+
+def test_comfyuis_wan_vae_file_decodes_our_latent_like_our_codec(tmp_path):
+    """A ``wan_2.1_vae.safetensors`` as ComfyUI's Load VAE reads it (full-size Wan2.1 layout, random weights):
+    ComfyUI's VAE Decode of a LATENT equals our Wan codec loading the same file (the LATENT is the raw VAE space
+    both use)."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from comfy_nodes import core
+    from javis_core.codecs.video import VideoCodec
+
+    latent = torch.randn(1, 16, 3, 6, 8, generator=torch.Generator().manual_seed(1))  # 9 frames of 48x64
+    save_file({"samples": latent}, tmp_path / "latent.safetensors")
+    checkpoint, out = tmp_path / "wan_2.1_vae.safetensors", tmp_path / "images.safetensors"
+    subprocess.run([COMFYUI_PYTHON, "-c", COMFY_WAN_VAE_SCRIPT, str(checkpoint), str(tmp_path / "latent.safetensors"),
+                    str(out)], cwd=COMFYUI_DIR, check=True, timeout=600)  # fmt: skip
+    comfy_images = load_file(out)["images"]
+    ours = core.RawVideoDecoder(VideoCodec.from_wan_original(checkpoint, torch_dtype=torch.float32).vae).decode(latent)
+    ours = ((ours + 1) / 2).clamp(0, 1).permute(0, 2, 3, 4, 1)  # (B, T, H, W, 3) in [0, 1], ComfyUI's IMAGE
+    assert comfy_images.shape == ours.shape == (1, 9, 48, 64, 3) and ours.std() > 0.01
+    torch.testing.assert_close(comfy_images, ours, rtol=2e-3, atol=2e-3)
+
+
 def test_cancel_stops_the_video_decode(comfy):
     """Cancel during VAE Decode of our VAE (the tiny pipeline's Wan2.1 VAE, checked before each latent frame)."""
     workflow = tiny_workflow(steps=1)
