@@ -107,13 +107,16 @@ def test_sampler_hands_each_steps_clean_picture_to_the_preview(demo):
 
     class Hooks:
         def progress(self, done, total, preview=None):
-            previews.append(None if preview is None else preview.shape)
+            previews.append(preview)
 
         def check_interrupt(self):
             pass
 
     (out,) = core.sample(nodes["model"], *prompts, empty(demo), seed=SEED, steps=3, hooks=Hooks())
-    assert previews == [None] + [tuple(out["samples"].shape)] * 3
+    assert previews[0] is None and [p.shape for p in previews[1:]] == [out["samples"].shape] * 3
+    # the last Euler step goes to sigma 0, so its clean estimate is the result itself
+    torch.testing.assert_close(previews[-1], nodes["model"].normalise(out["samples"]), rtol=1e-5, atol=1e-5)
+    assert (previews[1] - previews[-1]).abs().max() > 1e-3
 
 
 def test_demo_preview_factors_map_latents_to_their_colours(demo):
@@ -152,3 +155,28 @@ def test_a_pixel_noise_mask_is_refused_by_name(demo):
     latent = {**empty(demo), VIDEO_MASK: torch.ones(1, 256, 448)}  # what Set Latent Noise Mask would attach
     with pytest.raises(ValueError, match="noise_mask must hold one value per latent frame"):
         core.sample(nodes["model"], *prompts, latent, steps=1)
+
+
+def test_extension_step_on_the_tiny_pipeline(tmp_path):
+    """Extension through the nodes on the tiny pipeline (Wan2.1-layout VAE, AudioLDM2-layout codec): the last 9
+    frames and 0.5625 s of a clip held at the start of the next; both stay, the rest is generated."""
+    from javis_core.tiny import save_tiny_pipeline
+
+    tiny = str(save_tiny_pipeline(tmp_path / "tiny"))
+    (model,), (encoder,), (vae,), (audio_vae,) = (core.load_model(tiny), core.load_text_encoder(tiny),
+                                                  core.load_video_vae(tiny), core.load_audio_vae(tiny))  # fmt: skip
+    prompts = core.encode_text(encoder, "waves roll in"), core.encode_text(encoder, "blurry")
+    rng = np.random.default_rng(0)
+    tail_frames = torch.from_numpy(rng.random((9, 64, 96, 3), dtype=np.float32))
+    tail_sound = {"waveform": torch.from_numpy(rng.standard_normal(9000).astype(np.float32) * 0.1).view(1, 1, -1),
+                  "sample_rate": 16000}  # fmt: skip
+    latent = core.latents_for("t2av", 64, 96, 17)
+    (latent,) = reference.reference_video(latent, vae, tail_frames)
+    (latent,) = reference.reference_audio(latent, audio_vae, tail_sound)
+    assert latent[VIDEO_MASK].flatten().tolist() == [0.0] * 3 + [1.0] * 2  # 9 frames = 3 latent frames
+    held_audio = int((latent[AUDIO_MASK] == 0).sum())
+    assert held_audio == 14  # 0.5625 s / 40 ms
+    (out,) = core.sample(model, *prompts, latent, seed=1, steps=2)
+    torch.testing.assert_close(out["samples"][:, :, :3], latent["samples"][:, :, :3], rtol=1e-5, atol=1e-5)
+    assert torch.equal(out[core.AUDIO_SAMPLES][:, :, :14], latent[core.AUDIO_SAMPLES][:, :, :14])
+    assert (out["samples"][:, :, 3:] - latent["samples"][:, :, 3:]).abs().max() > 1e-3
