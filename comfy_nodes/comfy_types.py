@@ -1,7 +1,8 @@
 """Our loaded modules as ComfyUI's own objects; imported only inside ComfyUI.
 
 * MODEL: a ``ModelPatcher`` around ``core.JavisDiTModel`` (weights under ``diffusion_model.``), so ComfyUI decides
-  where the transformer lives (``load_models_gpu`` before sampling, offload/unload between runs; loaded whole) and
+  where the transformer lives (``load_models_gpu`` before sampling, offload/unload between runs, partial loading
+  in low VRAM: its layers are ComfyUI's ``comfy.ops`` ones) and
   ComfyUI's LoRA loaders patch it where the LoRA's key names match ours;
 * CLIP: a ``comfy.sd.CLIP`` whose model encodes with our ``TextEncoder`` (the demo's MiniLM, umT5 from a
   pipeline dir), so ``CLIPTextEncode`` makes its CONDITIONING;
@@ -19,6 +20,7 @@ from typing import Any
 import comfy.latent_formats
 import comfy.model_management as mm
 import comfy.model_patcher
+import comfy.ops
 import comfy.sd
 import comfy.utils
 import latent_preview
@@ -39,9 +41,30 @@ def latent_format(model: core.JavisDiTModel) -> comfy.latent_formats.LatentForma
     return fitted
 
 
+# torch layer -> ComfyUI's layer of the same kind (same parameters and forward), which its partial loading can leave
+# on the offload device and cast per call
+COMFY_LAYERS = {
+    torch.nn.Linear: comfy.ops.disable_weight_init.Linear, torch.nn.Conv2d: comfy.ops.disable_weight_init.Conv2d,
+    torch.nn.Conv3d: comfy.ops.disable_weight_init.Conv3d, torch.nn.LayerNorm: comfy.ops.disable_weight_init.LayerNorm,
+    torch.nn.RMSNorm: comfy.ops.disable_weight_init.RMSNorm,
+}  # fmt: skip
+
+
+def use_comfy_layers(module: torch.nn.Module) -> None:
+    """Re-class our torch layers as ComfyUI's, in place, so ``--lowvram`` / a model larger than the free VRAM loads
+    the transformer in part (the rest cast to the device layer by layer) instead of not at all."""
+    for layer in module.modules():
+        comfy_class = COMFY_LAYERS.get(type(layer))
+        if comfy_class is not None:
+            layer.__class__ = comfy_class
+            if not hasattr(layer, "bias"):  # torch's RMSNorm has none; ComfyUI's weight casting reads it
+                layer.bias = None
+
+
 def model_patcher(model: core.JavisDiTModel) -> comfy.model_patcher.ModelPatcher:
     model.model_config = SimpleNamespace(unet_config={})  # what comfy.lora reads beside the state dict
     model.latent_format = latent_format(model)
+    use_comfy_layers(model.diffusion_model)
     return comfy.model_patcher.ModelPatcher(model, load_device=mm.get_torch_device(),
                                             offload_device=mm.unet_offload_device())  # fmt: skip
 

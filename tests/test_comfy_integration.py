@@ -517,6 +517,63 @@ def test_comfyuis_wan_vae_file_decodes_our_latent_like_our_codec(tmp_path):
     torch.testing.assert_close(comfy_images, ours, rtol=2e-3, atol=2e-3)
 
 
+# The demo transformer as our MODEL, loaded whole and then in part (ComfyUI's lowvram path), with a LoRA patch
+COMFY_PARTIAL_LOAD_SCRIPT = r'''
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import comfy.cli_args
+comfy.cli_args.args.cpu = True
+import torch
+import comfy.ops
+from comfy_nodes import comfy_types, core
+
+(encoder,) = core.load_text_encoder("demo")
+prompts = core.encode_text(encoder, "a red ball bounces"), core.encode_text(encoder, "blurry")
+latent = core.latents_for("t2av", 240, 426, 33, stride=32)
+(model,) = core.load_model("demo")
+patcher = comfy_types.model_patcher(model)
+key = "diffusion_model.blocks.0.attn1.to_q.weight"
+lora = torch.randn(192, 192, generator=torch.Generator().manual_seed(0)) * 0.05
+patcher.add_patches({key: ("diff", (lora,))}, 1.0)
+cpu, results = torch.device("cpu"), {}
+for name, budget in (("whole", 0), ("part", patcher.model_size() // 3)):
+    patcher.patch_model(cpu, lowvram_model_memory=budget)
+    cast = sum(1 for m in model.modules() if getattr(m, "comfy_cast_weights", False))
+    patched = bool(getattr(model.diffusion_model.blocks[0].attn1.to_q, "weight_function", []))
+    (out,) = core.sample(model, *prompts, latent, seed=2, steps=2)
+    results[name] = {"cast": cast, "lowvram": bool(model.model_lowvram), "patched_per_call": patched}
+    torch.save(out, sys.argv[2] + f".{name}.pt")
+    patcher.unpatch_model(cpu)
+layers = sum(isinstance(m, comfy.ops.CastWeightBiasOp) for m in model.modules())
+print(json.dumps({"layers": layers, **results}))
+'''
+
+
+def test_comfyui_partial_loading_gives_the_same_clip(tmp_path):
+    """ComfyUI's low-VRAM path on our MODEL: with a third of the transformer as budget, ComfyUI loads it in part
+    (the other layers cast per call, the LoRA patch applied per call) and the sampler's latents equal a whole load
+    with the patch merged. On this CPU both devices are the same, so the transfers themselves are not exercised."""
+    import torch
+
+    out = tmp_path / "latents"
+    done = subprocess.run([COMFYUI_PYTHON, "-c", COMFY_PARTIAL_LOAD_SCRIPT, str(REPO), str(out)], cwd=COMFYUI_DIR,
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["layers"] > 20
+    assert report["whole"] == {"cast": 0, "lowvram": False, "patched_per_call": False}
+    assert report["part"]["lowvram"] and report["part"]["cast"] > 5, report
+    whole, part = (torch.load(f"{out}.{name}.pt") for name in ("whole", "part"))
+    torch.testing.assert_close(part["samples"], whole["samples"], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(part[core_audio_key()], whole[core_audio_key()], rtol=1e-5, atol=1e-5)
+
+
+def core_audio_key() -> str:
+    from comfy_nodes.latents import AUDIO_SAMPLES
+
+    return AUDIO_SAMPLES
+
+
 def test_cancel_stops_the_video_decode(comfy):
     """Cancel during VAE Decode of our VAE (the tiny pipeline's Wan2.1 VAE, checked before each latent frame)."""
     workflow = tiny_workflow(steps=1)

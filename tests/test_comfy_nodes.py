@@ -512,6 +512,8 @@ def test_comfy_step_hooks_drive_comfyui_progress_preview_and_interrupt(monkeypat
             get_torch_device=lambda: torch.device("cpu")),
         "comfy.latent_formats": types.SimpleNamespace(Wan21=lambda: "wan21", LatentFormat=object),
         "comfy.model_patcher": types.SimpleNamespace(ModelPatcher=object),
+        "comfy.ops": types.SimpleNamespace(disable_weight_init=types.SimpleNamespace(
+            Linear=object, Conv2d=object, Conv3d=object, LayerNorm=object, RMSNorm=object)),
         "comfy.sd": types.SimpleNamespace(VAE=object, CLIP=object),
         "latent_preview": types.SimpleNamespace(get_previewer=lambda device, latent_format: Previewer()),
     }  # fmt: skip

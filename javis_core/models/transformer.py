@@ -50,8 +50,9 @@ class JavisDiTOutput(BaseOutput):
 
 
 def _linear_fp32(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    bias = None if layer.bias is None else layer.bias.float()
-    return F.linear(x.float(), layer.weight.float(), bias)
+    # weights moved to the input's device too: an offloaded layer (ComfyUI's partial loading) may sit elsewhere
+    bias = None if layer.bias is None else layer.bias.to(device=x.device, dtype=torch.float32)
+    return F.linear(x.float(), layer.weight.to(device=x.device, dtype=torch.float32), bias)
 
 
 def timestep_sinusoid(timestep: torch.Tensor, dim: int) -> torch.Tensor:
@@ -116,7 +117,7 @@ class JavisDiTBlock(nn.Module):
         dtype = hidden_states.dtype
         # Official precision: the modulation is added in the activation dtype (docs/official.md §1.4).
         shift_msa, scale_msa, gate_msa, c_shift_msa, c_scale_msa, c_gate_msa = (
-            self.scale_shift_table.to(dtype) + temb.to(dtype)
+            self.scale_shift_table.to(device=temb.device, dtype=dtype) + temb.to(dtype)
         ).chunk(6, dim=1)
         attn_in = _modulate(self.norm1(hidden_states), shift_msa, scale_msa)
         hidden_states = hidden_states + self.attn1(attn_in, None, None, rotary_emb) * gate_msa
@@ -128,7 +129,8 @@ class JavisDiTBlock(nn.Module):
             ffn_in = _modulate(self.norm3(video), c_shift_msa, c_scale_msa)
             outputs.append(video + self.ffn(ffn_in) * c_gate_msa)
         if self.has_audio and audio.shape[1] > 0:
-            a_table = self.audio_scale_shift_table.to(dtype)  # stage 1 trains it in fp32 beside a bf16 base
+            # stage 1 trains it in fp32 beside a bf16 base
+            a_table = self.audio_scale_shift_table.to(device=audio_temb.device, dtype=dtype)
             a_shift, a_scale, a_gate = (a_table + audio_temb.to(dtype)).chunk(3, dim=1)
             outputs.append(audio + self.audio_ffn(_modulate(self.audio_norm(audio), a_shift, a_scale)) * a_gate)
         return torch.cat(outputs, dim=1) if len(outputs) > 1 else outputs[0]
@@ -302,7 +304,7 @@ class JavisDiTTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, Cach
         return temb, timestep_proj, audio_proj
 
     def _head(self, tokens: torch.Tensor, temb: torch.Tensor, table: torch.Tensor, proj: nn.Linear) -> torch.Tensor:
-        shift, scale = (table.float() + temb[:, None]).chunk(2, dim=1)
+        shift, scale = (table.to(device=temb.device, dtype=torch.float32) + temb[:, None]).chunk(2, dim=1)
         normed = F.layer_norm(tokens.float(), (tokens.shape[-1],), eps=self.config.eps)
         return _linear_fp32(proj, _modulate(normed, shift, scale))
 
