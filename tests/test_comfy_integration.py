@@ -107,6 +107,52 @@ def save_tiny_lora(path: Path) -> None:
                f"{key}.lora_B.weight": torch.randn(192, 4, generator=generator)}, str(path))  # fmt: skip
 
 
+# A full-size Wan2.1 VAE in ComfyUI's layout with random weights (what a Wan user has in vae/wan_2.1_vae.safetensors)
+MAKE_WAN_VAE_SCRIPT = r'''
+import sys
+import safetensors.torch, torch
+import comfy.cli_args
+comfy.cli_args.args.cpu = True
+import comfy.ldm.wan.vae
+
+torch.manual_seed(0)
+model = comfy.ldm.wan.vae.WanVAE(dim=96, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
+                                 temperal_downsample=[False, True, True])
+weights = {}
+for name, value in model.state_dict().items():  # ComfyUI's layers skip init: give every tensor a sane random value
+    if name.endswith("gamma"):
+        weights[name] = 1 + 0.1 * torch.randn_like(value)
+    elif value.ndim > 1:
+        weights[name] = torch.randn_like(value) / value[0].numel() ** 0.5
+    else:
+        weights[name] = 0.02 * torch.randn_like(value)
+safetensors.torch.save_file(weights, sys.argv[1])
+'''
+# ComfyUI's own VAE object on that file decodes a LATENT, as Load VAE + VAE Decode do
+COMFY_WAN_VAE_DECODE_SCRIPT = r'''
+import sys
+import safetensors.torch
+import comfy.cli_args
+comfy.cli_args.args.cpu = True
+import comfy.sd, comfy.utils
+
+checkpoint, latent_file, out = sys.argv[1:4]
+vae = comfy.sd.VAE(sd=comfy.utils.load_torch_file(checkpoint))
+images = vae.decode(safetensors.torch.load_file(latent_file)["samples"])
+safetensors.torch.save_file({"images": images.float().contiguous()}, out)
+'''
+TINY_SINGLE_FILE = "javisdit_tiny.safetensors"
+
+
+@pytest.fixture(scope="module")
+def wan_vae_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("vae") / "wan_2.1_vae.safetensors"
+    done = subprocess.run([COMFYUI_PYTHON, "-c", MAKE_WAN_VAE_SCRIPT, str(path)], cwd=COMFYUI_DIR, capture_output=True,
+                          text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, f"could not write a Wan2.1 VAE file with ComfyUI's class:\n{done.stderr[-3000:]}"
+    return path
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -114,15 +160,20 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def comfy(tmp_path_factory) -> Comfy:
+def comfy(tmp_path_factory, wan_vae_file) -> Comfy:
+    from javis_core.convert import main as convert
+
     root = tmp_path_factory.mktemp("comfyui")
     custom_nodes = root / "custom_nodes"
     clone_repository(custom_nodes / "JavisDiT")
-    save_tiny_pipeline(root / "models" / "javisdit" / "tiny")
+    tiny = save_tiny_pipeline(root / "models" / "javisdit" / "tiny")
+    (root / "models" / "diffusion_models").mkdir()
+    assert convert(["--official", str(tiny), "--out", str(root / "models" / "diffusion_models" / TINY_SINGLE_FILE)]) == 0
     save_tiny_lora(root / "models" / "loras" / TINY_LORA)
     config = root / "extra_model_paths.yaml"
     config.write_text(f"javisdit_test:\n  custom_nodes: {custom_nodes}\n  javisdit: {root / 'models' / 'javisdit'}\n"
-                      f"  loras: {root / 'models' / 'loras'}\n")  # fmt: skip
+                      f"  loras: {root / 'models' / 'loras'}\n  diffusion_models: {root / 'models' / 'diffusion_models'}\n"
+                      f"  vae: {wan_vae_file.parent}\n")  # fmt: skip
     dirs = {name: root / name for name in ("output", "input", "temp", "user")}
     for path in dirs.values():
         path.mkdir()
@@ -198,8 +249,10 @@ def test_every_node_is_registered_with_its_schema(comfy):
         assert list(required) == [p.id for p in spec.inputs]
         for p in spec.inputs:
             kind, options = required[p.id][0], required[p.id][1] if len(required[p.id]) > 1 else {}
-            if p.type == "COMBO":  # model dropdowns: the demo, then the server's model folder
+            if p.type == "COMBO":  # model dropdowns: the demo, the server's model folder (and single files)
                 expected = ["demo", "tiny"] if callable(p.options) else p.choices()
+                if spec.node_id == "JavisDiTModelLoader" and p.id == "model":
+                    expected.append(TINY_SINGLE_FILE)
                 assert options["options"] == expected and options["default"] == p.default
             else:
                 assert kind == p.type
@@ -221,6 +274,17 @@ def test_tiny_pipeline_graph_decodes_with_the_wan_vae(comfy):
     info = saved_clip(comfy, comfy.wait(comfy.submit(tiny_workflow())))
     assert (info["width"], info["height"], info["num_frames"]) == (432, 240, 33)  # Wan's 8-px grid, 16-px rounded
     assert info["audio_codec"] == "aac" and info["audio_duration"] == pytest.approx(33 / 16, abs=0.1)
+
+
+def test_wan_users_graph_with_comfyuis_load_vae_and_a_single_file_checkpoint(comfy):
+    """A Wan2.1 user's setup: the JavisDiT++ checkpoint as one file in diffusion_models/ (our Model Loader) and
+    ComfyUI's own Load VAE on vae/wan_2.1_vae.safetensors feeding Empty Latents and the native VAE Decode."""
+    workflow = tiny_workflow()
+    workflow["1"]["inputs"]["model"] = TINY_SINGLE_FILE
+    workflow["3"] = {"class_type": "VAELoader", "inputs": {"vae_name": "wan_2.1_vae.safetensors"}}
+    workflow["12"]["inputs"]["filename_prefix"] = "javisdit_test/wan_user"
+    info = saved_clip(comfy, comfy.wait(comfy.submit(workflow)))
+    assert (info["width"], info["height"], info["num_frames"]) == (432, 240, 33) and info["audio_codec"] == "aac"
 
 
 def test_comfyuis_lora_loader_patches_our_model(comfy):
@@ -468,35 +532,8 @@ def test_clip_text_encode_with_comfyuis_umt5_equals_our_text_encoder(tmp_path):
     assert torch.equal(read_mask, mask.long()) and 10 < int(mask.sum()) < 60
 
 
-# A full-size Wan2.1 VAE in ComfyUI's layout (random weights), then ComfyUI's own VAE object decodes a LATENT with it
-COMFY_WAN_VAE_SCRIPT = r'''
-import sys
-import safetensors.torch, torch
-import comfy.cli_args
-comfy.cli_args.args.cpu = True
-import comfy.ldm.wan.vae, comfy.sd, comfy.utils
-
-checkpoint, latent_file, out = sys.argv[1:4]
-torch.manual_seed(0)
-model = comfy.ldm.wan.vae.WanVAE(dim=96, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
-                                 temperal_downsample=[False, True, True])
-weights = {}
-for name, value in model.state_dict().items():  # ComfyUI's layers skip init: give every tensor a sane random value
-    if name.endswith("gamma"):
-        weights[name] = 1 + 0.1 * torch.randn_like(value)
-    elif value.ndim > 1:
-        weights[name] = torch.randn_like(value) / value[0].numel() ** 0.5
-    else:
-        weights[name] = 0.02 * torch.randn_like(value)
-safetensors.torch.save_file(weights, checkpoint)
-vae = comfy.sd.VAE(sd=comfy.utils.load_torch_file(checkpoint))  # what Load VAE does with vae/wan_2.1_vae.safetensors
-images = vae.decode(safetensors.torch.load_file(latent_file)["samples"])  # what VAE Decode does
-safetensors.torch.save_file({"images": images.float().contiguous()}, out)
-'''
-
-
-def test_comfyuis_wan_vae_file_decodes_our_latent_like_our_codec(tmp_path):
-    """A ``wan_2.1_vae.safetensors`` as ComfyUI's Load VAE reads it (full-size Wan2.1 layout, random weights):
+def test_comfyuis_wan_vae_file_decodes_our_latent_like_our_codec(wan_vae_file, tmp_path):
+    """``vae/wan_2.1_vae.safetensors`` as ComfyUI's Load VAE reads it (full-size Wan2.1 layout, random weights):
     ComfyUI's VAE Decode of a LATENT equals our Wan codec loading the same file (the LATENT is the raw VAE space
     both use)."""
     import torch
@@ -507,11 +544,11 @@ def test_comfyuis_wan_vae_file_decodes_our_latent_like_our_codec(tmp_path):
 
     latent = torch.randn(1, 16, 3, 6, 8, generator=torch.Generator().manual_seed(1))  # 9 frames of 48x64
     save_file({"samples": latent}, tmp_path / "latent.safetensors")
-    checkpoint, out = tmp_path / "wan_2.1_vae.safetensors", tmp_path / "images.safetensors"
-    subprocess.run([COMFYUI_PYTHON, "-c", COMFY_WAN_VAE_SCRIPT, str(checkpoint), str(tmp_path / "latent.safetensors"),
-                    str(out)], cwd=COMFYUI_DIR, check=True, timeout=600)  # fmt: skip
+    out = tmp_path / "images.safetensors"
+    subprocess.run([COMFYUI_PYTHON, "-c", COMFY_WAN_VAE_DECODE_SCRIPT, str(wan_vae_file),
+                    str(tmp_path / "latent.safetensors"), str(out)], cwd=COMFYUI_DIR, check=True, timeout=600)  # fmt: skip
     comfy_images = load_file(out)["images"]
-    ours = core.RawVideoDecoder(VideoCodec.from_wan_original(checkpoint, torch_dtype=torch.float32).vae).decode(latent)
+    ours = core.RawVideoDecoder(VideoCodec.from_wan_original(wan_vae_file, torch_dtype=torch.float32).vae).decode(latent)
     ours = ((ours + 1) / 2).clamp(0, 1).permute(0, 2, 3, 4, 1)  # (B, T, H, W, 3) in [0, 1], ComfyUI's IMAGE
     assert comfy_images.shape == ours.shape == (1, 9, 48, 64, 3) and ours.std() > 0.01
     torch.testing.assert_close(comfy_images, ours, rtol=2e-3, atol=2e-3)
