@@ -27,6 +27,7 @@ import pytest
 
 from comfy_nodes.specs import NODE_SPECS
 from javis_core.media import probe
+from javis_core.codecs.audio import save_tiny_audioldm2
 from javis_core.tiny import save_tiny_pipeline
 
 from .conftest import FIXTURES, REPO
@@ -167,6 +168,7 @@ def comfy(tmp_path_factory, wan_vae_file) -> Comfy:
     custom_nodes = root / "custom_nodes"
     clone_repository(custom_nodes / "JavisDiT")
     tiny = save_tiny_pipeline(root / "models" / "javisdit" / "tiny")
+    save_tiny_audioldm2(root / "models" / "javisdit" / "audioldm2")  # cvssp/audioldm2's vae/ + vocoder/ layout
     (root / "models" / "diffusion_models").mkdir()
     assert convert(["--official", str(tiny), "--out", str(root / "models" / "diffusion_models" / TINY_SINGLE_FILE)]) == 0
     save_tiny_lora(root / "models" / "loras" / TINY_LORA)
@@ -250,7 +252,7 @@ def test_every_node_is_registered_with_its_schema(comfy):
         for p in spec.inputs:
             kind, options = required[p.id][0], required[p.id][1] if len(required[p.id]) > 1 else {}
             if p.type == "COMBO":  # model dropdowns: the demo, the server's model folder (and single files)
-                expected = ["demo", "tiny"] if callable(p.options) else p.choices()
+                expected = ["demo", "audioldm2", "tiny"] if callable(p.options) else p.choices()
                 if spec.node_id == "JavisDiTModelLoader" and p.id == "model":
                     expected.append(TINY_SINGLE_FILE)
                 assert options["options"] == expected and options["default"] == p.default
@@ -277,10 +279,12 @@ def test_tiny_pipeline_graph_decodes_with_the_wan_vae(comfy):
 
 
 def test_wan_users_graph_with_comfyuis_load_vae_and_a_single_file_checkpoint(comfy):
-    """A Wan2.1 user's setup: the JavisDiT++ checkpoint as one file in diffusion_models/ (our Model Loader) and
-    ComfyUI's own Load VAE on vae/wan_2.1_vae.safetensors feeding Empty Latents and the native VAE Decode."""
+    """A Wan2.1 user's setup: the JavisDiT++ checkpoint as one file in diffusion_models/ (our Model Loader),
+    ComfyUI's own Load VAE on vae/wan_2.1_vae.safetensors feeding Empty Latents and the native VAE Decode, and the
+    AudioLDM2 files in models/javisdit/audioldm2/ (vae/ + vocoder/, as cvssp/audioldm2 has them)."""
     workflow = tiny_workflow()
     workflow["1"]["inputs"]["model"] = TINY_SINGLE_FILE
+    workflow["4"]["inputs"]["audio_vae"] = "audioldm2"
     workflow["3"] = {"class_type": "VAELoader", "inputs": {"vae_name": "wan_2.1_vae.safetensors"}}
     workflow["12"]["inputs"]["filename_prefix"] = "javisdit_test/wan_user"
     info = saved_clip(comfy, comfy.wait(comfy.submit(workflow)))
