@@ -291,6 +291,26 @@ def test_wan_users_graph_with_comfyuis_load_vae_and_a_single_file_checkpoint(com
     assert (info["width"], info["height"], info["num_frames"]) == (432, 240, 33) and info["audio_codec"] == "aac"
 
 
+def test_tiled_vae_decode_matches_the_plain_one(comfy):
+    """ComfyUI's VAE Decode (Tiled) on our VAE and LATENT: 128-px tiles of the demo clip give its plain decode."""
+    from javis_core.media import read_video
+
+    workflow = demo_workflow(steps=2, prompt="a yellow light blinks")
+    workflow["20"] = {"class_type": "VAEDecodeTiled", "inputs": {"samples": ["8", 0], "vae": ["3", 0], "tile_size": 128,
+                      "overlap": 32, "temporal_size": 64, "temporal_overlap": 8}}  # fmt: skip
+    workflow["21"] = {"class_type": "CreateVideo", "inputs": {"images": ["20", 0], "fps": 16.0, "audio": ["10", 0]}}
+    workflow["22"] = {"class_type": "SaveVideo", "inputs": {"video": ["21", 0], "filename_prefix": "javisdit_test/tiled",
+                                                            "format": "auto", "codec": "auto"}}  # fmt: skip
+    entry = comfy.wait(comfy.submit(workflow))
+    saved_clip(comfy, entry)
+    clips = []
+    for node in ("12", "22"):
+        saved = entry["outputs"][node]["images"][0]
+        clips.append(np.asarray(read_video(comfy.output / saved["subfolder"] / saved["filename"])[0], np.float32))
+    assert clips[0].shape == clips[1].shape == (33, 256, 448, 3)
+    assert np.abs(clips[0] - clips[1]).mean() < 2 and clips[0].std() > 5
+
+
 def test_comfyuis_lora_loader_patches_our_model(comfy):
     from javis_core.media import read_video
 
