@@ -161,7 +161,7 @@ class JavisVAE(comfy.sd.VAE):
         self.downscale_index_formula = (4, stride, stride)
         self.latent_dim, self.latent_channels, self.output_channels = 3, int(vae.config.z_dim), 3
         self.memory_used_encode = lambda shape, dtype: 6000 * shape[3] * shape[4] * mm.dtype_size(dtype)
-        self.memory_used_decode = lambda shape, dtype: 7000 * shape[3] * shape[4] * stride * stride * mm.dtype_size(dtype)
+        self.memory_used_decode = lambda shape, dtype: 7000 * shape[3] * shape[4] * stride**2 * mm.dtype_size(dtype)
         self.process_input = lambda image: image * 2.0 - 1.0
         self.process_output = lambda image: torch.clamp((image + 1.0) / 2.0, min=0.0, max=1.0)
         self.working_dtypes = [torch.float32]

@@ -56,7 +56,8 @@ def official_aspect(aspect_ratio: str) -> str:
     if aspect_ratio in ASPECT_PRESETS:
         return ASPECT_PRESETS[aspect_ratio]
     if aspect_ratio not in ASPECT_CHOICES:
-        raise ValueError(f"aspect_ratio must be width:height, one of {', '.join(ASPECT_CHOICES)} (got {aspect_ratio!r})")
+        choices = ", ".join(ASPECT_CHOICES)
+        raise ValueError(f"aspect_ratio must be width:height, one of {choices} (got {aspect_ratio!r})")
     return _width_height(aspect_ratio)
 
 
@@ -179,7 +180,9 @@ def load_model(model: str, compile: bool = False) -> tuple[JavisDiTModel]:
     if source.is_file():  # a single file from diffusion_models/ (its video VAE is Wan2.1's)
         wrapped = JavisDiTModel(load_single_file(source, dtype), WAN_LATENTS_MEAN, WAN_LATENTS_STD)
     else:
-        preview = latent_rgb_factors(load_component(source, "vae", AutoencoderKLWan)) if demo_available(source) else None
+        preview = None
+        if demo_available(source):  # ComfyUI has no Latent2RGB table for the demo codec
+            preview = latent_rgb_factors(load_component(source, "vae", AutoencoderKLWan))
         wrapped = JavisDiTModel(load_transformer(source, torch_dtype=dtype), *video_latent_stats(source), preview)
     if compile:
         compile_transformer(wrapped.diffusion_model)

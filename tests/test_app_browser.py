@@ -218,7 +218,8 @@ def test_conditioned_modes_in_browser(served_app, tmp_path):
             page.locator("#video-in video").wait_for(state="attached", timeout=30_000)
             page.locator("#generate").click()
             src, info = _result_clip(page, None, tmp_path / "v2a.mp4")
-            assert info["audio_codec"] == "aac" and (info["width"], info["height"], info["num_frames"]) == (432, 240, 33)
+            assert info["audio_codec"] == "aac"
+            assert (info["width"], info["height"], info["num_frames"]) == (432, 240, 33)
             kept = np.asarray(read_video(tmp_path / "v2a.mp4")[0], np.float32)
             assert np.abs(kept - frames.astype(np.float32)).mean() < 3  # the uploaded picture, not a VAE round trip
 

@@ -170,11 +170,12 @@ def comfy(tmp_path_factory, wan_vae_file) -> Comfy:
     tiny = save_tiny_pipeline(root / "models" / "javisdit" / "tiny")
     save_tiny_audioldm2(root / "models" / "javisdit" / "audioldm2")  # cvssp/audioldm2's vae/ + vocoder/ layout
     (root / "models" / "diffusion_models").mkdir()
-    assert convert(["--official", str(tiny), "--out", str(root / "models" / "diffusion_models" / TINY_SINGLE_FILE)]) == 0
+    single_file = root / "models" / "diffusion_models" / TINY_SINGLE_FILE
+    assert convert(["--official", str(tiny), "--out", str(single_file)]) == 0
     save_tiny_lora(root / "models" / "loras" / TINY_LORA)
     config = root / "extra_model_paths.yaml"
     config.write_text(f"javisdit_test:\n  custom_nodes: {custom_nodes}\n  javisdit: {root / 'models' / 'javisdit'}\n"
-                      f"  loras: {root / 'models' / 'loras'}\n  diffusion_models: {root / 'models' / 'diffusion_models'}\n"
+                      f"  loras: {root / 'models' / 'loras'}\n  diffusion_models: {single_file.parent}\n"
                       f"  vae: {wan_vae_file.parent}\n")  # fmt: skip
     dirs = {name: root / name for name in ("output", "input", "temp", "user")}
     for path in dirs.values():
@@ -299,8 +300,8 @@ def test_tiled_vae_decode_matches_the_plain_one(comfy):
     workflow["20"] = {"class_type": "VAEDecodeTiled", "inputs": {"samples": ["8", 0], "vae": ["3", 0], "tile_size": 128,
                       "overlap": 32, "temporal_size": 64, "temporal_overlap": 8}}  # fmt: skip
     workflow["21"] = {"class_type": "CreateVideo", "inputs": {"images": ["20", 0], "fps": 16.0, "audio": ["10", 0]}}
-    workflow["22"] = {"class_type": "SaveVideo", "inputs": {"video": ["21", 0], "filename_prefix": "javisdit_test/tiled",
-                                                            "format": "auto", "codec": "auto"}}  # fmt: skip
+    workflow["22"] = {"class_type": "SaveVideo", "inputs": {"video": ["21", 0], "format": "auto", "codec": "auto",
+                                                            "filename_prefix": "javisdit_test/tiled"}}  # fmt: skip
     entry = comfy.wait(comfy.submit(workflow))
     saved_clip(comfy, entry)
     clips = []
@@ -569,10 +570,12 @@ def test_comfyuis_wan_vae_file_decodes_our_latent_like_our_codec(wan_vae_file, t
     latent = torch.randn(1, 16, 3, 6, 8, generator=torch.Generator().manual_seed(1))  # 9 frames of 48x64
     save_file({"samples": latent}, tmp_path / "latent.safetensors")
     out = tmp_path / "images.safetensors"
-    subprocess.run([COMFYUI_PYTHON, "-c", COMFY_WAN_VAE_DECODE_SCRIPT, str(wan_vae_file),
-                    str(tmp_path / "latent.safetensors"), str(out)], cwd=COMFYUI_DIR, check=True, timeout=600)  # fmt: skip
+    latent_file = tmp_path / "latent.safetensors"
+    command = [COMFYUI_PYTHON, "-c", COMFY_WAN_VAE_DECODE_SCRIPT, str(wan_vae_file), str(latent_file), str(out)]
+    subprocess.run(command, cwd=COMFYUI_DIR, check=True, timeout=600)
     comfy_images = load_file(out)["images"]
-    ours = core.RawVideoDecoder(VideoCodec.from_wan_original(wan_vae_file, torch_dtype=torch.float32).vae).decode(latent)
+    wan_vae = VideoCodec.from_wan_original(wan_vae_file, torch_dtype=torch.float32).vae
+    ours = core.RawVideoDecoder(wan_vae).decode(latent)
     ours = ((ours + 1) / 2).clamp(0, 1).permute(0, 2, 3, 4, 1)  # (B, T, H, W, 3) in [0, 1], ComfyUI's IMAGE
     assert comfy_images.shape == ours.shape == (1, 9, 48, 64, 3) and ours.std() > 0.01
     torch.testing.assert_close(comfy_images, ours, rtol=2e-3, atol=2e-3)

@@ -16,7 +16,6 @@ import torch
 from diffusers import AutoencoderKLWan
 
 from comfy_nodes import core
-from javis_core.loaders.hub import JAVISDIT_REPO, WeightsNotFoundError
 from comfy_nodes.specs import LATENT, MAX_SEED, NODE_SPECS, SAMPLER, Param
 from javis_core.demo.codecs import GriffinLimVocoder, LinearMelVAE, LinearVideoVAE
 from javis_core.demo.model import DEMO_DIR

@@ -8,8 +8,8 @@ diffusers-format Wan2.1 transformer loads into the ``t2v`` mode unchanged. The a
 
 The forward returns the raw Wan velocity (noise - x0) for both modalities, the convention of diffusers'
 flow-matching schedulers; the official code returns its negation (docs/official.md §1.5).
-Precision follows the official code (docs/official.md §1.6): t is rounded to the model dtype before the float64 sinusoid,
-the time MLPs and heads run in float32, block norms and modulation run in the activation dtype.
+Precision follows the official code (docs/official.md §1.6): t is rounded to the model dtype before the float64
+sinusoid, the time MLPs and heads run in float32, block norms and modulation run in the activation dtype.
 """
 
 from __future__ import annotations
@@ -248,7 +248,8 @@ class JavisDiTTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, Cach
 
     @torch.no_grad()
     def init_audio_branch_from_video(self, video_ffns: list[dict[str, torch.Tensor]] | None = None) -> None:
-        """Stage-1 initialisation (docs/official.md §1.7): audio FFN, modulation and time projection copied from the video ones.
+        """Stage-1 initialisation (docs/official.md §1.7): audio FFN, modulation and time projection copied from the
+        video ones.
 
         ``video_ffns`` gives the per-block video FFN tensors (``net.0.proj.weight`` ...) when the model has no video
         FFN of its own (t2a mode); otherwise the model's own ``ffn`` is copied.
@@ -292,7 +293,8 @@ class JavisDiTTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, Cach
             cache[key] = self.rope(torch.cat(position_ids), device=device)
         return cache[key]
 
-    def _embed_time(self, timestep: torch.Tensor, with_audio: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    def _embed_time(self, timestep: torch.Tensor, with_audio: bool
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:  # fmt: skip
         # Official quirk (docs/official.md §1.6, §11.2): t is rounded to the model dtype before the float64 sinusoid.
         sinusoid = timestep_sinusoid(timestep.to(self.activation_dtype), self.config.freq_dim)
         embedder = self.condition_embedder.time_embedder

@@ -1,9 +1,9 @@
 """`JavisDiTPipeline`: text to a short video with its own synchronized soundtrack (JavisDiT++).
 
 Components: the JavisDiT++ transformer, a flow-matching scheduler, umT5 (text), the Wan2.1 VAE (video),
-AudioLDM2's mel VAE and HiFi-GAN vocoder (audio). Sampling follows the official rectified-flow loop (docs/official.md §5):
-shifted sigmas from the requested size, one batched forward for prompt and negative prompt, classifier-free
-guidance (one scale for both modalities by default), Euler steps from noise (sigma 1) to data (sigma 0).
+AudioLDM2's mel VAE and HiFi-GAN vocoder (audio). Sampling follows the official rectified-flow loop
+(docs/official.md §5): shifted sigmas from the requested size, one batched forward for prompt and negative prompt,
+classifier-free guidance (one scale for both modalities by default), Euler steps from noise (sigma 1) to data (sigma 0).
 """
 
 from __future__ import annotations
@@ -263,8 +263,8 @@ class JavisDiTPipeline(DiffusionPipeline):
                 ``denoise`` < 1 the clean latents to refine (they are noised to the matching sigma first).
             denoise: fraction of the schedule to run (1 = from pure noise), as ComfyUI's KSampler.
             video_condition / audio_condition: reference latents with a per-latent-frame mask
-                (`javis_core.pipelines.conditioning.LatentCondition`): written into the initial noise, frames with mask m
-                kept at the reference while t > 1000 m (the official replacement conditioning; m = 0 keeps them
+                (`javis_core.pipelines.conditioning.LatentCondition`): written into the initial noise, frames with
+                mask m kept at the reference while t > 1000 m (the official replacement conditioning; m = 0 keeps them
                 throughout, m = 1 frees them). ``compat``: draw the crossover noise at every step for each modality,
                 as the official sampler does, so a seeded run reproduces its random stream.
             video / audio / image: media to condition on (a path, an array, or `media_inputs.MediaInput` with
