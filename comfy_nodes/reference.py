@@ -12,12 +12,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
 import torch
 
-from javis_core.codecs.audio import AudioCodec, mel_frames_for, num_audio_samples
-from javis_core.media_inputs import MediaInput, fit_audio, fit_frames, read_audio_input, read_video_input
-from javis_core.pipelines.conditioned import AUDIO_LATENT_SECONDS
+from javis_core.codecs.audio import AudioCodec
+from javis_core.media_inputs import MediaInput, read_audio_input, read_video_input
+from javis_core.pipelines.conditioned import AUDIO_LATENT_SECONDS, clip_audio_latents, clip_pixels
 from javis_core.pipelines.sizes import SAMPLE_RATE
 
 from .core import RawVideoDecoder, spatial_stride
@@ -52,10 +51,9 @@ def reference_video(latent: dict[str, Any], vae: Any, images: torch.Tensor, deno
     frames = (images[..., :3].float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
     if len(frames) > 1:  # one image is the first frame, it has no rate
         frames = read_video_input(MediaInput(frames, rate=fps), "images").frames
-    usable = min(len(frames), info["num_frames"])
-    frames = frames[: 4 * ((usable - 1) // 4) + 1]
     stride = spatial_stride(vae)  # the size the latent grid decodes to (the demo codec's grid is coarser)
-    reference = encode_frames(vae, fit_frames(frames, video.shape[-2] * stride, video.shape[-1] * stride))
+    pixels = clip_pixels(frames, info["num_frames"], video.shape[-2] * stride, video.shape[-1] * stride)
+    reference = encode_frames(vae, pixels)
     if reference.shape[0] != video.shape[1] or reference.shape[2:] != video.shape[3:]:
         raise ValueError(f"vae: it encodes to {tuple(reference.shape)} per clip, the latent holds "
                          f"{tuple(video.shape[1:])}: connect the VAE the latents were made with")  # fmt: skip
@@ -79,10 +77,7 @@ def reference_audio(latent: dict[str, Any], audio_vae: AudioCodec, audio: dict[s
     if waveform.ndim != 3 or waveform.shape[-1] == 0:
         raise ValueError(f"audio: expected a waveform shaped (batch, channels, samples) (got {tuple(waveform.shape)})")
     given = read_audio_input(MediaInput(waveform[0].float().mean(0), rate=audio["sample_rate"]), "audio").audio
-    fitted = fit_audio(given, num_audio_samples(info["num_frames"]))
-    mel = audio_vae.waveform_to_mel(torch.from_numpy(np.ascontiguousarray(fitted))[None],
-                                    mel_frames_for(info["num_frames"]))  # fmt: skip
-    reference = audio_vae.encode_mel(mel, sample_posterior=False)[0].float().cpu()
+    reference, _ = clip_audio_latents(audio_vae, given, info["num_frames"])
     held = min(reference.shape[1], math.floor(len(given) / SAMPLE_RATE / AUDIO_LATENT_SECONDS + 1e-9))
     samples_key, mask_key = audio_keys(latent)
     samples = sound.clone()

@@ -74,6 +74,20 @@ def _held_latents(first: int, stop: int, num_latents: int) -> range:
     return range(held[0], held[-1] + 1) if held else range(0)
 
 
+def clip_pixels(frames: np.ndarray, num_frames: int, height: int, width: int) -> torch.Tensor:
+    """uint8 frames (T, H, W, 3) at 16 fps -> (3, T', height, width) in [-1, 1] to encode: trimmed to the clip and to
+    whole latent frames (4k+1), resized to fill and centre-cropped."""
+    usable = min(len(frames), num_frames)
+    return fit_frames(frames[: 4 * ((usable - 1) // 4) + 1], height, width)
+
+
+def clip_audio_latents(codec: AudioCodec, waveform: np.ndarray, num_frames: int) -> tuple[torch.Tensor, np.ndarray]:
+    """A 16 kHz waveform -> (its audio latents (C, T, F) for a clip of ``num_frames``, the waveform fitted to it)."""
+    fitted = fit_audio(waveform, num_audio_samples(num_frames))
+    mel = codec.waveform_to_mel(torch.from_numpy(np.ascontiguousarray(fitted))[None], mel_frames_for(num_frames))
+    return codec.encode_mel(mel, sample_posterior=False)[0].float().cpu(), fitted
+
+
 class ConditionedRun:
     """Turns user media into latent conditions for one request and puts the media back into the output."""
 
@@ -95,11 +109,10 @@ class ConditionedRun:
         source = f"{frames.shape[2]}x{frames.shape[1]}"
         if (frames.shape[1], frames.shape[2]) != (height, width):
             self.notes.append(f"{name}: resized from {source} to {width}x{height} (fill, centre crop)")
-        usable = min(len(frames), self.num_frames)
         if len(frames) > self.num_frames:
             self.notes.append(f"{name}: {len(frames)} frames trimmed to the clip's {self.num_frames}")
-        encoded_count = 4 * ((usable - 1) // 4) + 1
-        pixels = fit_frames(frames[:encoded_count], height, width)  # (3, T, H, W) in [-1, 1]
+        pixels = clip_pixels(frames, self.num_frames, height, width)
+        encoded_count = pixels.shape[1]
         codec = VideoCodec(self.pipe.vae)
         reference = codec.encode(pixels.unsqueeze(0))[0].float().cpu()
         first, stop = round(window[0] * FPS), min(round(window[1] * FPS), encoded_count)
@@ -124,10 +137,8 @@ class ConditionedRun:
         clip_seconds = self.num_samples / SAMPLE_RATE
         if len(waveform) > self.num_samples + SAMPLE_RATE // 100:
             self.notes.append(f"{name}: {len(waveform) / SAMPLE_RATE:.2f} s trimmed to the clip's {clip_seconds:.2f} s")
-        fitted = fit_audio(waveform, self.num_samples)
         codec = AudioCodec(self.pipe.audio_vae, self.pipe.vocoder)
-        mel = codec.waveform_to_mel(torch.from_numpy(fitted)[None], mel_frames_for(self.num_frames))
-        reference = codec.encode_mel(mel, sample_posterior=False)[0].float().cpu()
+        reference, fitted = clip_audio_latents(codec, waveform, self.num_frames)
         first = math.ceil(window[0] / AUDIO_LATENT_SECONDS - 1e-9)
         stop = min(math.floor(window[1] / AUDIO_LATENT_SECONDS + 1e-9), reference.shape[1])
         if stop <= first:
